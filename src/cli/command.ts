@@ -1,0 +1,34 @@
+import type { Writable } from 'node:stream';
+import type { Env } from '../config.js';
+import type { SecretRegistry } from '../log.js';
+
+/** What a command may touch: injected so tests run commands in-process and read their output. */
+export interface CliIO {
+  readonly env: Env;
+  readonly cwd: string;
+  readonly stdout: Writable;
+  readonly stderr: Writable;
+  readonly stdin: NodeJS.ReadableStream;
+  /** Secret values learned while running (config, tokens), scrubbed from every line written. */
+  readonly secrets: SecretRegistry;
+}
+
+export interface OptionSpec {
+  readonly type: 'string' | 'boolean';
+  readonly description: string;
+  readonly valueName?: string;
+}
+
+export interface Command {
+  readonly name: string;
+  readonly summary: string;
+  readonly description: string;
+  readonly options: Readonly<Record<string, OptionSpec>>;
+  /** Exit codes this command can end with, and what each means here. */
+  readonly exitCodes: ReadonlyArray<readonly [number, string]>;
+  run(io: CliIO, values: Readonly<Record<string, string | boolean | undefined>>): Promise<number>;
+}
+
+export function writeLine(stream: Writable, secrets: SecretRegistry, text = ''): void {
+  stream.write(`${secrets.scrub(text)}\n`);
+}

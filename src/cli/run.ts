@@ -1,0 +1,88 @@
+/** Parses `qbhealth <command> [options]`, runs the command and turns every outcome into an exit code. */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { coerceError, ExitCode, OperatorError } from '../errors.js';
+import { writeLine, type CliIO, type Command } from './command.js';
+import { checkSchemaCommand, migrateCommand } from './db-commands.js';
+
+export const COMMANDS: readonly Command[] = [migrateCommand, checkSchemaCommand];
+
+export function mainHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return [
+    'qbhealth: operate the QuickBooks Online health monitor',
+    '',
+    'usage: qbhealth <command> [options]',
+    '',
+    'commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    '',
+    'Run `qbhealth <command> --help` for a command\'s options and exit codes.',
+    'Configuration comes from the environment and from a .env file in the working directory.',
+  ].join('\n');
+}
+
+export function commandHelp(command: Command): string {
+  const options = Object.entries(command.options).map(([name, spec]) => {
+    const flag = spec.type === 'string' ? `--${name} ${spec.valueName ?? 'VALUE'}` : `--${name}`;
+    return [flag, spec.description] as const;
+  });
+  options.push(['--help', 'show this help']);
+  const width = Math.max(...options.map(([flag]) => flag.length));
+  const usage = `qbhealth ${command.name}${Object.keys(command.options).length > 0 ? ' [options]' : ''}`;
+  return [
+    `usage: ${usage}`,
+    '',
+    command.description,
+    '',
+    'options:',
+    ...options.map(([flag, text]) => `  ${flag.padEnd(width)}  ${text}`),
+    '',
+    'exit codes:',
+    ...command.exitCodes.map(([code, text]) => `  ${String(code).padStart(2)}  ${text}`),
+  ].join('\n');
+}
+
+function usageError(io: CliIO, message: string, help: string): number {
+  writeLine(io.stderr, io.secrets, `qbhealth: ${message}`);
+  writeLine(io.stderr, io.secrets);
+  writeLine(io.stderr, io.secrets, help);
+  return ExitCode.usage;
+}
+
+export async function runCli(argv: readonly string[], io: CliIO): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined) return usageError(io, 'no command given', mainHelp());
+  if (name === '--help' || name === '-h' || name === 'help') {
+    writeLine(io.stdout, io.secrets, mainHelp());
+    return ExitCode.ok;
+  }
+  const command = COMMANDS.find((c) => c.name === name);
+  if (!command) return usageError(io, `unknown command "${name}"`, mainHelp());
+
+  const options: NonNullable<ParseArgsConfig['options']> = { help: { type: 'boolean', short: 'h' } };
+  for (const [optionName, spec] of Object.entries(command.options)) options[optionName] = { type: spec.type };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({ args: [...rest], options, strict: true, allowPositionals: false }).values as typeof values;
+  } catch (err) {
+    // parseArgs reports unknown or malformed options by throwing; that is a usage error (exit 2).
+    return usageError(io, coerceError(err).message, commandHelp(command));
+  }
+  if (values.help) {
+    writeLine(io.stdout, io.secrets, commandHelp(command));
+    return ExitCode.ok;
+  }
+
+  try {
+    return await command.run(io, values);
+  } catch (err) {
+    if (err instanceof OperatorError) {
+      writeLine(io.stderr, io.secrets, `qbhealth ${command.name}: ${err.message}`);
+      return err.exitCode;
+    }
+    // Not an anticipated failure: show everything we have, scrubbed, so it can be reported.
+    const error = coerceError(err);
+    writeLine(io.stderr, io.secrets, `qbhealth ${command.name}: unexpected failure: ${error.stack ?? error.message}`);
+    return 1;
+  }
+}

@@ -1,0 +1,295 @@
+/**
+ * The only module that reads the environment. Every variable of the contract is parsed and
+ * validated here once, into a frozen object; every problem is reported at once, one line each,
+ * naming the variable and what is expected, and never echoing a secret's value.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseEnv } from 'node:util';
+import cron from 'node-cron';
+
+export type QboEnvironment = 'sandbox' | 'production';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+/** What the commands that touch only PostgreSQL need (`migrate`, `check-schema`). */
+export interface DatabaseConfig {
+  readonly databaseUrl: string;
+  readonly logLevel: LogLevel;
+}
+
+export interface Config extends DatabaseConfig {
+  readonly qboClientId: string;
+  readonly qboClientSecret: string;
+  readonly qboEnvironment: QboEnvironment;
+  readonly qboRedirectUri: string;
+  /** 32 raw bytes decoded from TOKEN_ENCRYPTION_KEY. */
+  readonly tokenEncryptionKey: Buffer;
+  readonly probeSchedule: string;
+  readonly probeTimeoutMs: number;
+  readonly probeConcurrency: number;
+  readonly alertWebhookUrl: string | undefined;
+  readonly alertAfterFailures: number;
+  readonly alertRepeatMinutes: number;
+  readonly refreshTokenWarnDays: number;
+  readonly host: string;
+  readonly port: number;
+  readonly healthToken: string | undefined;
+  readonly spoolDir: string;
+  readonly migrateOnStart: boolean;
+  readonly historyRetentionDays: number;
+  readonly qboTokenUrl: string;
+  readonly qboApiBaseUrl: string;
+  readonly qboRevokeUrl: string;
+}
+
+export type ConfigScope = 'database' | 'full';
+
+export type ConfigResult<T> =
+  | { readonly ok: true; readonly config: T; readonly secrets: readonly string[] }
+  | { readonly ok: false; readonly problems: readonly string[]; readonly secrets: readonly string[] };
+
+export const INTUIT_TOKEN_URL = 'https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer';
+export const INTUIT_REVOKE_URL = 'https://developer.api.intuit.com/v2/oauth2/tokens/revoke';
+export const INTUIT_API_BASE_URL: Readonly<Record<QboEnvironment, string>> = {
+  sandbox: 'https://sandbox-quickbooks.api.intuit.com',
+  production: 'https://quickbooks.api.intuit.com',
+};
+
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+const TRUE_WORDS = new Set(['true', '1', 'yes', 'on']);
+const FALSE_WORDS = new Set(['false', '0', 'no', 'off']);
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/**
+ * The process environment merged over a `.env` file in `cwd` (the environment wins, as with
+ * process.loadEnvFile, but process.env itself is left untouched).
+ */
+export function readEnvironment(processEnv: Env, cwd: string): Env {
+  let fileText: string;
+  try {
+    fileText = readFileSync(path.join(cwd, '.env'), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return processEnv;
+    throw new Error(`cannot read ${path.join(cwd, '.env')}: ${(err as Error).message}`);
+  }
+  return { ...parseEnv(fileText), ...processEnv };
+}
+
+/** Collects one problem line per variable and the parsed values. */
+class Reader {
+  readonly problems: string[] = [];
+  readonly secrets: string[] = [];
+
+  constructor(private readonly env: Env) {}
+
+  private raw(name: string): string | undefined {
+    const value = this.env[name];
+    if (value === undefined) return undefined;
+    const trimmed = value.trim();
+    return trimmed === '' ? undefined : trimmed;
+  }
+
+  private problem(name: string, expected: string): undefined {
+    this.problems.push(`${name}: ${expected}`);
+    return undefined;
+  }
+
+  /** A value that must never be echoed: remembered so the logger can scrub it anywhere. */
+  secret(name: string): string | undefined {
+    const value = this.raw(name);
+    if (value !== undefined) this.secrets.push(value);
+    return value;
+  }
+
+  requiredSecret(name: string, expected: string): string | undefined {
+    return this.secret(name) ?? this.problem(name, `is required; ${expected}`);
+  }
+
+  required(name: string, expected: string): string | undefined {
+    return this.raw(name) ?? this.problem(name, `is required; ${expected}`);
+  }
+
+  string(name: string, fallback: string): string {
+    return this.raw(name) ?? fallback;
+  }
+
+  optionalSecret(name: string): string | undefined {
+    return this.secret(name);
+  }
+
+  integer(name: string, fallback: number, min: number, max: number): number {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    if (!/^-?\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+      this.problem(name, `must be a whole number from ${min} to ${max} (got "${value}")`);
+      return fallback;
+    }
+    return Number(value);
+  }
+
+  boolean(name: string, fallback: boolean): boolean {
+    const value = this.raw(name)?.toLowerCase();
+    if (value === undefined) return fallback;
+    if (TRUE_WORDS.has(value)) return true;
+    if (FALSE_WORDS.has(value)) return false;
+    this.problem(name, `must be true or false (got "${value}")`);
+    return fallback;
+  }
+
+  oneOf<T extends string>(name: string, fallback: T, allowed: readonly T[]): T {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    if ((allowed as readonly string[]).includes(value)) return value as T;
+    this.problem(name, `must be one of ${allowed.join(', ')} (got "${value}")`);
+    return fallback;
+  }
+
+  /** An http(s) URL. `secretValue` URLs (webhooks carry their credential in the path) are not echoed. */
+  httpUrl(name: string, value: string | undefined, opts: { secretValue: boolean }): string | undefined {
+    if (value === undefined) return undefined;
+    const shown = opts.secretValue ? '' : ` (got "${value}")`;
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      // Not an exception to surface: it becomes this variable's problem line.
+      return this.problem(name, `must be an absolute http:// or https:// URL${shown}`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      return this.problem(name, `must be an absolute http:// or https:// URL${shown}`);
+    }
+    return value;
+  }
+}
+
+function parseDatabaseUrl(r: Reader): string | undefined {
+  const expected = 'a PostgreSQL connection string such as postgres://user:password@host:5432/dbname';
+  const value = r.requiredSecret('DATABASE_URL', expected);
+  if (value === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    // Reported as a problem line; the value itself holds a password and is not echoed.
+    r.problems.push(`DATABASE_URL: is not a valid URL; expected ${expected}`);
+    return undefined;
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    r.problems.push(`DATABASE_URL: must start with postgres:// or postgresql:// (got scheme "${url.protocol}")`);
+    return undefined;
+  }
+  if (url.password !== '') r.secrets.push(decodeURIComponent(url.password));
+  return value;
+}
+
+function parseEncryptionKey(r: Reader): Buffer | undefined {
+  const expected = '32 random bytes in base64, e.g. the output of `openssl rand -base64 32`';
+  const value = r.requiredSecret('TOKEN_ENCRYPTION_KEY', expected);
+  if (value === undefined) return undefined;
+  const key = BASE64.test(value) ? Buffer.from(value, 'base64') : undefined;
+  if (key === undefined || key.length !== 32) {
+    const got = key === undefined ? 'a value that is not base64' : `${key.length} bytes`;
+    r.problems.push(`TOKEN_ENCRYPTION_KEY: must be ${expected} (got ${got})`);
+    return undefined;
+  }
+  return key;
+}
+
+function parseSchedule(r: Reader): string {
+  const value = r.string('PROBE_SCHEDULE', '* * * * *');
+  if (!cron.validate(value)) {
+    r.problems.push(
+      `PROBE_SCHEDULE: must be a cron expression of 5 fields (minute hour day month weekday) or 6 (seconds first), e.g. "*/5 * * * *" (got "${value}")`,
+    );
+  }
+  return value;
+}
+
+function parseDatabaseScope(r: Reader): DatabaseConfig | undefined {
+  const databaseUrl = parseDatabaseUrl(r);
+  const logLevel = r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS);
+  return databaseUrl === undefined ? undefined : { databaseUrl, logLevel };
+}
+
+function parseFull(r: Reader, cwd: string): Config | undefined {
+  const db = parseDatabaseScope(r);
+  const qboClientId = r.required('QBO_CLIENT_ID', 'the Client ID of your Intuit app (developer.intuit.com, Keys & credentials)');
+  const qboClientSecret = r.requiredSecret('QBO_CLIENT_SECRET', 'the Client Secret of your Intuit app');
+  const qboEnvironment = r.oneOf<QboEnvironment>('QBO_ENVIRONMENT', 'sandbox', ['sandbox', 'production']);
+  const qboRedirectUri = r.httpUrl('QBO_REDIRECT_URI', r.string('QBO_REDIRECT_URI', 'http://localhost:8080/oauth/callback'), {
+    secretValue: false,
+  });
+  const tokenEncryptionKey = parseEncryptionKey(r);
+  const probeSchedule = parseSchedule(r);
+  const probeTimeoutMs = r.integer('PROBE_TIMEOUT_MS', 10_000, 100, 600_000);
+  const probeConcurrency = r.integer('PROBE_CONCURRENCY', 4, 1, 256);
+  const alertWebhookUrl = r.httpUrl('ALERT_WEBHOOK_URL', r.optionalSecret('ALERT_WEBHOOK_URL'), { secretValue: true });
+  const alertAfterFailures = r.integer('ALERT_AFTER_FAILURES', 3, 1, 1000);
+  const alertRepeatMinutes = r.integer('ALERT_REPEAT_MINUTES', 60, 1, 10_080);
+  const refreshTokenWarnDays = r.integer('REFRESH_TOKEN_WARN_DAYS', 14, 0, 3650);
+  const host = r.string('HOST', '0.0.0.0');
+  const port = r.integer('PORT', 8080, 0, 65_535);
+  const healthToken = r.optionalSecret('HEALTH_TOKEN');
+  if (healthToken !== undefined && healthToken.length < 16) {
+    r.problems.push('HEALTH_TOKEN: must be at least 16 characters when set (e.g. `openssl rand -hex 24`)');
+  }
+  const spoolDir = path.resolve(cwd, r.string('SPOOL_DIR', './var/spool'));
+  const migrateOnStart = r.boolean('MIGRATE_ON_START', true);
+  const historyRetentionDays = r.integer('HISTORY_RETENTION_DAYS', 90, 1, 36_500);
+  const qboTokenUrl = r.httpUrl('QBO_TOKEN_URL', r.string('QBO_TOKEN_URL', INTUIT_TOKEN_URL), { secretValue: false });
+  const qboApiBaseUrl = r.httpUrl('QBO_API_BASE_URL', r.string('QBO_API_BASE_URL', INTUIT_API_BASE_URL[qboEnvironment]), {
+    secretValue: false,
+  });
+  const qboRevokeUrl = r.httpUrl('QBO_REVOKE_URL', r.string('QBO_REVOKE_URL', INTUIT_REVOKE_URL), { secretValue: false });
+
+  if (
+    r.problems.length > 0 ||
+    db === undefined ||
+    qboClientId === undefined ||
+    qboClientSecret === undefined ||
+    qboRedirectUri === undefined ||
+    tokenEncryptionKey === undefined ||
+    qboTokenUrl === undefined ||
+    qboApiBaseUrl === undefined ||
+    qboRevokeUrl === undefined
+  ) {
+    return undefined;
+  }
+  return {
+    ...db,
+    qboClientId,
+    qboClientSecret,
+    qboEnvironment,
+    qboRedirectUri,
+    tokenEncryptionKey,
+    probeSchedule,
+    probeTimeoutMs,
+    probeConcurrency,
+    alertWebhookUrl,
+    alertAfterFailures,
+    alertRepeatMinutes,
+    refreshTokenWarnDays,
+    host,
+    port,
+    healthToken,
+    spoolDir,
+    migrateOnStart,
+    historyRetentionDays,
+    qboTokenUrl,
+    qboApiBaseUrl: qboApiBaseUrl.replace(/\/+$/, ''),
+    qboRevokeUrl,
+  };
+}
+
+export function parseConfig(env: Env, scope: 'database', cwd?: string): ConfigResult<DatabaseConfig>;
+export function parseConfig(env: Env, scope: 'full', cwd?: string): ConfigResult<Config>;
+export function parseConfig(env: Env, scope: ConfigScope, cwd = '.'): ConfigResult<DatabaseConfig | Config> {
+  const r = new Reader(env);
+  const config = scope === 'database' ? parseDatabaseScope(r) : parseFull(r, cwd);
+  if (config === undefined || r.problems.length > 0) {
+    return { ok: false, problems: r.problems, secrets: r.secrets };
+  }
+  return { ok: true, config: Object.freeze(config), secrets: r.secrets };
+}

@@ -1,0 +1,118 @@
+import pg from 'pg';
+import { coerceError, ExitCode, OperatorError, withCleanup } from '../errors.js';
+import { LogEvent, type Logger } from '../log.js';
+
+export type Pool = pg.Pool;
+export type PoolClient = pg.PoolClient;
+/** A pool or a checked-out client: anything that runs a query. */
+export type Queryable = Pick<pg.ClientBase, 'query'>;
+
+export interface PoolOptions {
+  databaseUrl: string;
+  applicationName: string;
+  max?: number;
+  /** How long a new connection may take before it counts as a failure. */
+  connectionTimeoutMs?: number;
+  /** Server-side bound on any one statement, so a stuck query cannot hold a probe cycle. */
+  statementTimeoutMs?: number;
+}
+
+export function createPool(opts: PoolOptions, log: Logger): Pool {
+  const pool = new pg.Pool({
+    connectionString: opts.databaseUrl,
+    application_name: opts.applicationName,
+    max: opts.max ?? 4,
+    connectionTimeoutMillis: opts.connectionTimeoutMs ?? 5000,
+    idleTimeoutMillis: 30_000,
+    ...(opts.statementTimeoutMs ? { statement_timeout: opts.statementTimeoutMs } : {}),
+  });
+  // An idle client whose server connection drops emits 'error' on the pool; without a listener
+  // Node treats it as unhandled and the process dies. The next query reports the outage itself.
+  pool.on('error', (err) => {
+    log.warn({ event: LogEvent.dbConnectionError, err }, 'idle PostgreSQL connection failed');
+  });
+  return pool;
+}
+
+/** SQLSTATE codes we act on (never matched by message text). */
+export const SqlState = {
+  undefinedTable: '42P01',
+  undefinedColumn: '42703',
+  invalidPassword: '28P01',
+  invalidAuthorization: '28000',
+  invalidCatalogName: '3D000',
+  cannotConnectNow: '57P03',
+  adminShutdown: '57P01',
+  crashShutdown: '57P02',
+  readOnlyTransaction: '25006',
+  queryCanceled: '57014',
+  lockNotAvailable: '55P03',
+} as const;
+
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
+
+export function sqlState(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/**
+ * Turns a failure to reach PostgreSQL into an operator-facing error with the right exit code:
+ * bad credentials or a missing database are configuration (78, PM2 must not loop on them);
+ * anything else is temporary (75, PM2 retries with backoff).
+ */
+export function connectionFailure(thrown: unknown): OperatorError {
+  const err = coerceError(thrown);
+  const code = sqlState(err);
+  if (code === SqlState.invalidPassword || code === SqlState.invalidAuthorization) {
+    return new OperatorError(
+      `PostgreSQL rejected the credentials in DATABASE_URL (${code}: ${err.message}). Fix the user or password in DATABASE_URL.`,
+      ExitCode.configInvalid,
+      { cause: err },
+    );
+  }
+  if (code === SqlState.invalidCatalogName) {
+    return new OperatorError(
+      `The database named in DATABASE_URL does not exist (${err.message}). Create it (createdb) or fix DATABASE_URL.`,
+      ExitCode.configInvalid,
+      { cause: err },
+    );
+  }
+  const reason = code && NETWORK_CODES.has(code) ? `${code}` : err.message;
+  return new OperatorError(
+    `PostgreSQL is unreachable (${reason}${reason === err.message ? '' : `: ${err.message}`}). Check that the server is up and that DATABASE_URL's host and port are right; this is retried.`,
+    ExitCode.temporaryFailure,
+    { cause: err },
+  );
+}
+
+/** Runs `fn` with a client checked out of the pool, mapping a failure to connect to `connectionFailure`. */
+export async function withClient<T>(pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
+  let client: PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (err) {
+    throw connectionFailure(err);
+  }
+  try {
+    const result = await fn(client);
+    client.release();
+    return result;
+  } catch (err) {
+    // A failed statement leaves the connection usable; anything else (a dropped socket, a
+    // timeout mid-protocol) may not, so that client is destroyed rather than reused.
+    client.release(isSqlError(err) ? undefined : coerceError(err));
+    throw err;
+  }
+}
+
+/** True for errors the server reported with a SQLSTATE (the connection itself is fine). */
+export function isSqlError(err: unknown): boolean {
+  return /^[0-9A-Z]{5}$/.test(sqlState(err) ?? '') && !NETWORK_CODES.has(sqlState(err) ?? '');
+}
+
+/** Runs `fn` inside BEGIN/COMMIT, rolling back (and rethrowing) on any failure. */
+export async function inTransaction<T>(client: PoolClient, fn: () => Promise<T>): Promise<T> {
+  await client.query('BEGIN');
+  return withCleanup(fn, (failed) => client.query(failed ? 'ROLLBACK' : 'COMMIT'));
+}
