@@ -3,8 +3,9 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { coerceError, ExitCode, OperatorError } from '../errors.js';
 import { writeLine, type CliIO, type Command } from './command.js';
 import { checkSchemaCommand, migrateCommand } from './db-commands.js';
+import { importTokensCommand, probeCommand } from './qbo-commands.js';
 
-export const COMMANDS: readonly Command[] = [migrateCommand, checkSchemaCommand];
+export const COMMANDS: readonly Command[] = [migrateCommand, checkSchemaCommand, importTokensCommand, probeCommand];
 
 export function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

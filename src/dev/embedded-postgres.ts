@@ -198,8 +198,14 @@ export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions = {}):
       );
     });
 
-  if (!alreadyInitialised) await deadline(server.initialise(), 'initdb failed');
-  await deadline(server.start(), 'PostgreSQL did not start');
+  try {
+    if (!alreadyInitialised) await deadline(server.initialise(), 'initdb failed');
+    await deadline(server.start(), 'PostgreSQL did not start');
+  } catch (err) {
+    // The start failure is what the caller needs; a temp dir of ours must not outlive it.
+    if (ownsTemp) await rm(parent, { recursive: true, force: true });
+    throw err;
+  }
 
   let stopped: Promise<void> | undefined;
   return {

@@ -1,0 +1,134 @@
+/** Commands that talk to QuickBooks: import-tokens, probe. */
+import { insertProbeResult } from '../db/queries.js';
+import { ExitCode, OperatorError } from '../errors.js';
+import type { ProbeResult } from '../probe/result.js';
+import { deadlineSignal } from '../quickbooks/token-store.js';
+import { IntuitFailure } from '../quickbooks/outcome.js';
+import { connectionFailure, isSqlError } from '../db/pool.js';
+import { writeLine, type CliIO, type Command } from './command.js';
+import { withRuntime } from './runtime.js';
+
+const realmOption = { type: 'string', valueName: 'ID', description: 'the QuickBooks company (realm) ID' } as const;
+
+async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
+  return Buffer.concat(chunks).toString('utf8').trim();
+}
+
+function requireRealm(values: Readonly<Record<string, string | boolean | undefined>>, command: string): string {
+  const realm = values['realm-id'];
+  if (typeof realm !== 'string' || !/^\d{1,32}$/.test(realm)) {
+    throw new OperatorError(`--realm-id is required and must be the numeric company ID (see \`qbhealth ${command} --help\`)`, ExitCode.usage);
+  }
+  return realm;
+}
+
+const days = (d: Date | undefined): string => (d ? `${Math.floor((d.getTime() - Date.now()) / 86_400_000)} days (${d.toISOString()})` : 'unknown');
+
+/** Database failures while probing are ours, not Intuit's: they end the command with 75 (or 65 for a schema gap). */
+function databaseFailure(err: unknown): OperatorError | undefined {
+  if (err instanceof OperatorError) return err;
+  const code = (err as { code?: string }).code;
+  if (code === '42P01' || code === '42703') {
+    return new OperatorError(`the database schema is incomplete (${(err as Error).message}); run \`qbhealth migrate\``, ExitCode.schemaMismatch, { cause: err });
+  }
+  if (isSqlError(err)) return undefined;
+  return err instanceof IntuitFailure ? undefined : connectionFailure(err);
+}
+
+export const importTokensCommand: Command = {
+  name: 'import-tokens',
+  summary: 'store a realm\'s refresh token (read from stdin) and verify it with a refresh',
+  description:
+    'Reads a QuickBooks refresh token from standard input (never from the command line, where `ps` would show it), ' +
+    'refreshes it once to prove it works and to learn its expiry, and stores the rotated pair encrypted under ' +
+    'TOKEN_ENCRYPTION_KEY. Example: `qbhealth import-tokens --realm-id 9130357766 < refresh-token.txt`.',
+  options: { 'realm-id': realmOption },
+  exitCodes: [
+    [0, 'imported; the realm is connected'],
+    [1, 'Intuit refused the token (the line says why)'],
+    [2, 'usage: --realm-id missing or not numeric, or nothing on stdin'],
+    [75, 'PostgreSQL or Intuit unreachable; retry'],
+    [78, 'configuration invalid'],
+  ],
+  run: (io, values) => {
+    const realmId = requireRealm(values, 'import-tokens');
+    return withRuntime(io, async ({ oauth, store, config }) => {
+      const refreshToken = await readStdin(io.stdin);
+      if (!refreshToken) throw new OperatorError('no refresh token on standard input', ExitCode.usage);
+      io.secrets.add(refreshToken);
+      let tokens;
+      try {
+        tokens = await oauth.refresh(refreshToken, deadlineSignal(config.probeTimeoutMs));
+      } catch (err) {
+        if (!(err instanceof IntuitFailure)) throw err;
+        const temporary = err.code === 'timeout' || err.code === 'network' || err.code === 'server_error' || err.code === 'throttled';
+        throw new OperatorError(`Intuit refused the refresh token: ${err.message}`, temporary ? ExitCode.temporaryFailure : ExitCode.probeFailing, { cause: err });
+      }
+      await store.save(realmId, config.qboEnvironment, tokens);
+      writeLine(io.stdout, io.secrets, `imported realm ${realmId} (${config.qboEnvironment})`);
+      writeLine(io.stdout, io.secrets, `  refresh token expires in ${days(tokens.refreshTokenExpiresAt)}`);
+      writeLine(io.stdout, io.secrets, `  hard expiry in ${days(tokens.refreshTokenHardExpiresAt)}`);
+      return ExitCode.ok;
+    });
+  },
+};
+
+function formatResult(r: ProbeResult): string {
+  const parts = [
+    `realm ${r.realmId}`,
+    r.status.toUpperCase(),
+    r.errorCode,
+    `${r.latencyMs} ms`,
+    r.httpStatus ? `http ${r.httpStatus}` : undefined,
+    r.companyName ? `"${r.companyName}"` : undefined,
+    r.intuitTid ? `intuit_tid ${r.intuitTid}` : undefined,
+    r.error ? `: ${r.error}` : undefined,
+  ];
+  return parts.filter(Boolean).join('  ');
+}
+
+export const probeCommand: Command = {
+  name: 'probe',
+  summary: 'probe every connected realm now, record each result, print one line per realm',
+  description:
+    'Probes each realm that is not disconnected (or only --realm-id): refreshes its access token when needed, calls ' +
+    'CompanyInfo, records the result in quickbooks_connection_health, and prints one line per realm.',
+  options: { 'realm-id': { ...realmOption, description: 'probe only this realm' } },
+  exitCodes: [
+    [0, 'every probed realm is connected'],
+    [1, 'at least one realm is failing (its line says why), or there is no realm to probe'],
+    [65, 'the database schema is incomplete; run `qbhealth migrate`'],
+    [75, 'PostgreSQL unreachable; retry'],
+    [78, 'configuration invalid'],
+  ],
+  run: (io, values) =>
+    withRuntime(io, async ({ store, prober, pool, config }) => {
+      const only = values['realm-id'] === undefined ? undefined : requireRealm(values, 'probe');
+      try {
+        const realms = await store.listRealms(only);
+        if (realms.length === 0) {
+          writeLine(io.stderr, io.secrets, only ? `realm ${only} is not known: import or connect it first` : 'no realms to probe: run `qbhealth import-tokens` or `qbhealth connect`');
+          return ExitCode.probeFailing;
+        }
+        const results: ProbeResult[] = [];
+        let next = 0;
+        const worker = async (): Promise<void> => {
+          while (next < realms.length) {
+            const realm = realms[next++];
+            if (!realm) break;
+            const result = await prober.probeRealm(realm.realmId);
+            await insertProbeResult(pool, result);
+            results.push(result);
+          }
+        };
+        await Promise.all(Array.from({ length: Math.min(config.probeConcurrency, realms.length) }, worker));
+        results.sort((a, b) => a.realmId.localeCompare(b.realmId));
+        for (const r of results) writeLine(io.stdout, io.secrets, formatResult(r));
+        return results.every((r) => r.connected) ? ExitCode.ok : ExitCode.probeFailing;
+      } catch (err) {
+        throw databaseFailure(err) ?? err;
+      }
+    }),
+};
