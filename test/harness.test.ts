@@ -12,11 +12,11 @@ describe('test harness', () => {
     const blocker = createServer();
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
     const port = (blocker.address() as AddressInfo).port;
-    const failure = await startEmbeddedPostgres({ port, startTimeoutMs: 30_000 })
+    const failure: unknown = await startEmbeddedPostgres({ port, startTimeoutMs: 30_000 })
       .catch((err: unknown) => err as Error)
       .finally(() => blocker.close());
     expect(failure).toBeInstanceOf(Error);
-    expect(failure.message).toMatch(/PostgreSQL did not start/);
-    expect(failure.message).toMatch(/could not (bind|create listen socket)|already in use/i);
+    expect((failure as Error).message).toMatch(/PostgreSQL did not start/);
+    expect((failure as Error).message).toMatch(/could not (bind|create listen socket)|already in use/i);
   }, 60_000);
 });
