@@ -4,7 +4,7 @@ import { ExitCode, OperatorError } from '../errors.js';
 import type { ProbeResult } from '../probe/result.js';
 import { deadlineSignal } from '../quickbooks/token-store.js';
 import { IntuitFailure } from '../quickbooks/outcome.js';
-import { connectionFailure, isSqlError } from '../db/pool.js';
+import { connectionFailure, isSqlError, sqlState, SqlState } from '../db/pool.js';
 import { writeLine, type CliIO, type Command } from './command.js';
 import { withRuntime } from './runtime.js';
 
@@ -29,8 +29,8 @@ const days = (d: Date | undefined): string => (d ? `${Math.floor((d.getTime() - 
 /** Database failures while probing are ours, not Intuit's: they end the command with 75 (or 65 for a schema gap). */
 function databaseFailure(err: unknown): OperatorError | undefined {
   if (err instanceof OperatorError) return err;
-  const code = (err as { code?: string }).code;
-  if (code === '42P01' || code === '42703') {
+  const code = sqlState(err);
+  if (code === SqlState.undefinedTable || code === SqlState.undefinedColumn) {
     return new OperatorError(`the database schema is incomplete (${(err as Error).message}); run \`qbhealth migrate\``, ExitCode.schemaMismatch, { cause: err });
   }
   if (isSqlError(err)) return undefined;

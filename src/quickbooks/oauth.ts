@@ -117,36 +117,27 @@ export class IntuitOAuth {
   }
 
   async refresh(refreshToken: string, signal: AbortSignal): Promise<TokenSet> {
-    const raw: RawExchange = {};
-    const client = this.client(signal, raw);
-    try {
-      await raceSignal(client.refreshUsingToken(refreshToken), signal);
-    } catch (err) {
-      throw this.failure('refresh', err, raw, signal);
-    }
-    return this.tokenSet(raw);
+    return this.tokenSet(await this.call('refresh', signal, (c) => c.refreshUsingToken(refreshToken)));
   }
 
   /** Exchanges the authorization code in the OAuth callback URL for tokens. */
   async exchangeCode(callbackUrl: string, signal: AbortSignal): Promise<TokenSet> {
-    const raw: RawExchange = {};
-    const client = this.client(signal, raw);
-    try {
-      await raceSignal(client.createToken(callbackUrl), signal);
-    } catch (err) {
-      throw this.failure('authorization code exchange', err, raw, signal);
-    }
-    return this.tokenSet(raw);
+    return this.tokenSet(await this.call('authorization code exchange', signal, (c) => c.createToken(callbackUrl)));
   }
 
   async revoke(token: string, signal: AbortSignal): Promise<void> {
+    await this.call('revoke', signal, (c) => c.revoke({ refresh_token: token }));
+  }
+
+  /** One intuit-oauth call under the deadline; failures become IntuitFailure. */
+  private async call(what: string, signal: AbortSignal, request: (client: OAuthClient) => Promise<unknown>): Promise<RawExchange> {
     const raw: RawExchange = {};
-    const client = this.client(signal, raw);
     try {
-      await raceSignal(client.revoke({ refresh_token: token }), signal);
+      await raceSignal(request(this.client(signal, raw)), signal);
     } catch (err) {
-      throw this.failure('revoke', err, raw, signal);
+      throw this.failure(what, err, raw, signal);
     }
+    return raw;
   }
 
   private tokenSet(raw: RawExchange): TokenSet {

@@ -55,7 +55,8 @@ interface TokenRow {
   revision: string;
 }
 
-const COLUMNS = T.columnList([
+/** What a token write sets (plus revision and updated_at); reads add company_name and revision. */
+const WRITTEN_COLUMNS = [
   'realm_id',
   'environment',
   'access_token_enc',
@@ -65,9 +66,8 @@ const COLUMNS = T.columnList([
   'refresh_token_hard_expires_at',
   'status',
   'status_reason',
-  'company_name',
-  'revision',
-]);
+] as const;
+const COLUMNS = T.columnList([...WRITTEN_COLUMNS, 'company_name', 'revision']);
 
 export class TokenStore {
   constructor(
@@ -125,19 +125,7 @@ export class TokenStore {
   private async write(db: Queryable, realmId: string, environment: QboEnvironment, tokens: TokenSet): Promise<number> {
     this.secrets.add(tokens.accessToken, tokens.refreshToken);
     const result = await db.query<{ revision: string }>(
-      `${T.insert([
-        'realm_id',
-        'environment',
-        'access_token_enc',
-        'access_token_expires_at',
-        'refresh_token_enc',
-        'refresh_token_expires_at',
-        'refresh_token_hard_expires_at',
-        'status',
-        'status_reason',
-        'revision',
-        'updated_at',
-      ])}
+      `${T.insert([...WRITTEN_COLUMNS, 'revision', 'updated_at'])}
        ON CONFLICT (realm_id) DO UPDATE SET
          environment = EXCLUDED.environment,
          access_token_enc = EXCLUDED.access_token_enc,
