@@ -1,14 +1,14 @@
-/** Commands that talk to QuickBooks: import-tokens, probe. */
+/** Commands that talk to QuickBooks: import-tokens, probe (connect and disconnect are in connect-commands). */
 import { insertProbeResult } from '../db/queries.js';
 import { ExitCode, OperatorError } from '../errors.js';
 import type { ProbeResult } from '../probe/result.js';
 import { deadlineSignal } from '../quickbooks/token-store.js';
-import { IntuitFailure } from '../quickbooks/outcome.js';
-import { connectionFailure, isSqlError, sqlState, SqlState } from '../db/pool.js';
+import { ErrorCode, IntuitFailure } from '../quickbooks/outcome.js';
+import { connectionFailure, isDatabaseUnavailable, sqlState, SqlState } from '../db/pool.js';
 import { writeLine, type CliIO, type Command } from './command.js';
 import { withRuntime } from './runtime.js';
 
-const realmOption = { type: 'string', valueName: 'ID', description: 'the QuickBooks company (realm) ID' } as const;
+export const realmOption = { type: 'string', valueName: 'ID', description: 'the QuickBooks company (realm) ID' } as const;
 
 async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
   const chunks: Buffer[] = [];
@@ -16,7 +16,7 @@ async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
   return Buffer.concat(chunks).toString('utf8').trim();
 }
 
-function requireRealm(values: Readonly<Record<string, string | boolean | undefined>>, command: string): string {
+export function requireRealm(values: Readonly<Record<string, string | boolean | undefined>>, command: string): string {
   const realm = values['realm-id'];
   if (typeof realm !== 'string' || !/^\d{1,32}$/.test(realm)) {
     throw new OperatorError(`--realm-id is required and must be the numeric company ID (see \`qbhealth ${command} --help\`)`, ExitCode.usage);
@@ -24,17 +24,25 @@ function requireRealm(values: Readonly<Record<string, string | boolean | undefin
   return realm;
 }
 
-const days = (d: Date | undefined): string => (d ? `${Math.floor((d.getTime() - Date.now()) / 86_400_000)} days (${d.toISOString()})` : 'unknown');
+export const days = (d: Date | undefined): string => (d ? `${Math.floor((d.getTime() - Date.now()) / 86_400_000)} days (${d.toISOString()})` : 'unknown');
 
-/** Database failures while probing are ours, not Intuit's: they end the command with 75 (or 65 for a schema gap). */
-function databaseFailure(err: unknown): OperatorError | undefined {
+/** Intuit unreachable, slow, overloaded or throttling is worth retrying (75); a refusal is not (1). */
+export function intuitExitCode(failure: IntuitFailure): ExitCode {
+  const temporary: readonly string[] = [ErrorCode.timeout, ErrorCode.network, ErrorCode.serverError, ErrorCode.throttled];
+  return temporary.includes(failure.code) ? ExitCode.temporaryFailure : ExitCode.probeFailing;
+}
+
+/**
+ * Database failures are ours, not Intuit's: a schema gap ends the command with 65, an unreachable
+ * PostgreSQL with 75 (78 for refused credentials). Anything else is not a database failure.
+ */
+export function databaseFailure(err: unknown): OperatorError | undefined {
   if (err instanceof OperatorError) return err;
   const code = sqlState(err);
   if (code === SqlState.undefinedTable || code === SqlState.undefinedColumn) {
     return new OperatorError(`the database schema is incomplete (${(err as Error).message}); run \`qbhealth migrate\``, ExitCode.schemaMismatch, { cause: err });
   }
-  if (isSqlError(err)) return undefined;
-  return err instanceof IntuitFailure ? undefined : connectionFailure(err);
+  return isDatabaseUnavailable(err) ? connectionFailure(err) : undefined;
 }
 
 export const importTokensCommand: Command = {
@@ -63,8 +71,7 @@ export const importTokensCommand: Command = {
         tokens = await oauth.refresh(refreshToken, deadlineSignal(config.probeTimeoutMs));
       } catch (err) {
         if (!(err instanceof IntuitFailure)) throw err;
-        const temporary = err.code === 'timeout' || err.code === 'network' || err.code === 'server_error' || err.code === 'throttled';
-        throw new OperatorError(`Intuit refused the refresh token: ${err.message}`, temporary ? ExitCode.temporaryFailure : ExitCode.probeFailing, { cause: err });
+        throw new OperatorError(`Intuit refused the refresh token: ${err.message}`, intuitExitCode(err), { cause: err });
       }
       await store.save(realmId, config.qboEnvironment, tokens);
       writeLine(io.stdout, io.secrets, `imported realm ${realmId} (${config.qboEnvironment})`);

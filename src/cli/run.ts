@@ -3,9 +3,10 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { coerceError, ExitCode, OperatorError } from '../errors.js';
 import { writeLine, type CliIO, type Command } from './command.js';
 import { checkSchemaCommand, migrateCommand } from './db-commands.js';
+import { connectCommand, disconnectCommand } from './connect-commands.js';
 import { importTokensCommand, probeCommand } from './qbo-commands.js';
 
-export const COMMANDS: readonly Command[] = [migrateCommand, checkSchemaCommand, importTokensCommand, probeCommand];
+export const COMMANDS: readonly Command[] = [migrateCommand, checkSchemaCommand, connectCommand, importTokensCommand, probeCommand, disconnectCommand];
 
 export function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -57,6 +57,22 @@ export function sqlState(err: unknown): string | undefined {
 }
 
 /**
+ * pg's own client-side failures (a dropped socket, a pool that could not connect in time) carry
+ * no SQLSTATE; their messages are fixed strings in pg and pg-pool.
+ */
+const PG_CONNECTION_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Cannot use a pool after calling end)/;
+
+/**
+ * True when `err` says PostgreSQL could not be reached or talked to (network, shutdown, refused
+ * login, missing database), as opposed to a statement that failed on a healthy connection.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  const code = sqlState(err);
+  if (code !== undefined && (NETWORK_CODES.has(code) || /^(08|28|57P)/.test(code) || code === SqlState.invalidCatalogName)) return true;
+  return err instanceof Error && PG_CONNECTION_MESSAGES.test(err.message);
+}
+
+/**
  * Turns a failure to reach PostgreSQL into an operator-facing error with the right exit code:
  * bad credentials or a missing database are configuration (78, PM2 must not loop on them);
  * anything else is temporary (75, PM2 retries with backoff).

@@ -155,6 +155,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
   async function handleRevoke(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.headers.authorization !== basic) return send(res, 401, { error: 'invalid_client' });
     const form = parseForm(await readBody(req), req.headers['content-type']);
+    if (state.scenario === 'outage') return send(res, 503, '<html><body>Service Unavailable</body></html>');
     const realm = [...realms.values()].find((r) => r.refreshToken === form.token || r.accessToken === form.token);
     if (realm) {
       realm.revoked = true;
