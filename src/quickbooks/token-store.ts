@@ -165,12 +165,11 @@ export class TokenStore {
   }
 
   async setStatus(realmId: string, status: ConnectionStatus, reason: string | undefined): Promise<void> {
-    await this.pool.query(`UPDATE ${T.name} SET status = $2, status_reason = $3, updated_at = $4 WHERE realm_id = $1`, [
-      realmId,
-      status,
-      reason ?? null,
-      this.now(),
-    ]);
+    await this.writeStatus(this.pool, realmId, status, reason);
+  }
+
+  private async writeStatus(db: Queryable, realmId: string, status: ConnectionStatus, reason: string | undefined): Promise<void> {
+    await db.query(`UPDATE ${T.name} SET status = $2, status_reason = $3, updated_at = $4 WHERE realm_id = $1`, [realmId, status, reason ?? null, this.now()]);
   }
 
   isFresh(tokens: RealmTokens): boolean {
@@ -188,17 +187,25 @@ export class TokenStore {
   async freshAccessToken(realmId: string, signal: AbortSignal, staleRevision?: number): Promise<RealmTokens> {
     const first = await this.lockedRefresh(realmId, signal, staleRevision);
     if (first.kind === 'ok') return first.tokens;
-    // invalid_grant. The lock is released; re-read once: the row may have rotated meanwhile.
-    const current = await this.get(realmId);
-    if (current && current.refreshToken !== first.refusedToken) {
+    // invalid_grant. Re-read once, under the row lock again: a writer that queued behind our
+    // refresh (an import, a connect, another process) has committed by the time we get it.
+    const superseded = await withClient(this.pool, (client) =>
+      inTransaction(client, async () => {
+        const current = await this.select(client, realmId, true);
+        if (current && current.refreshToken !== first.refusedToken) return true;
+        await this.writeStatus(client, realmId, 'reconnect_required', first.failure.message);
+        return false;
+      }),
+    );
+    if (superseded) {
       this.log.warn(
         { event: LogEvent.tokenRefreshFailed, realmId, err: first.failure, recovered: true },
         'refresh token was superseded while refreshing; continuing with the newer one',
       );
       const second = await this.lockedRefresh(realmId, signal, staleRevision);
       if (second.kind === 'ok') return second.tokens;
+      await this.setStatus(realmId, 'reconnect_required', second.failure.message);
     }
-    await this.setStatus(realmId, 'reconnect_required', first.failure.message);
     this.log.error(
       { event: LogEvent.tokenRefreshFailed, realmId, errorCode: first.failure.code, intuitTid: first.failure.intuitTid, err: first.failure },
       `realm ${realmId} needs reconnecting: run \`qbhealth connect\``,
