@@ -129,6 +129,17 @@ class Reader {
     return Number(value);
   }
 
+  /** A decimal number (e.g. minutes that may be fractional). */
+  decimal(name: string, fallback: number, min: number, max: number): number {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    if (!/^\d+(\.\d+)?$/.test(value) || Number(value) < min || Number(value) > max) {
+      this.problem(name, `must be a number from ${min} to ${max} (got "${value}")`);
+      return fallback;
+    }
+    return Number(value);
+  }
+
   boolean(name: string, fallback: boolean): boolean {
     const value = this.raw(name)?.toLowerCase();
     if (value === undefined) return fallback;
@@ -227,7 +238,7 @@ function parseFull(r: Reader, cwd: string): Config | undefined {
   const probeConcurrency = r.integer('PROBE_CONCURRENCY', 4, 1, 256);
   const alertWebhookUrl = r.httpUrl('ALERT_WEBHOOK_URL', r.optionalSecret('ALERT_WEBHOOK_URL'), { secretValue: true });
   const alertAfterFailures = r.integer('ALERT_AFTER_FAILURES', 3, 1, 1000);
-  const alertRepeatMinutes = r.integer('ALERT_REPEAT_MINUTES', 60, 1, 10_080);
+  const alertRepeatMinutes = r.decimal('ALERT_REPEAT_MINUTES', 60, 0.05, 10_080);
   const refreshTokenWarnDays = r.integer('REFRESH_TOKEN_WARN_DAYS', 14, 0, 3650);
   const host = r.string('HOST', '0.0.0.0');
   const port = r.integer('PORT', 8080, 0, 65_535);

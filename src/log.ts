@@ -34,6 +34,15 @@ export const LogEvent = {
   migrationReapplied: 'migration.reapplied',
   migrationUnknown: 'migration.unknown',
   dbConnectionError: 'db.connection_error',
+  dbReadFailed: 'db.read_failed',
+  dbRecovered: 'db.recovered',
+  probeSkipped: 'probe.skipped',
+  schedulerOverlap: 'scheduler.overlap',
+  schedulerMissed: 'scheduler.missed',
+  schedulerTickFailed: 'scheduler.tick_failed',
+  historyPruned: 'history.pruned',
+  httpError: 'http.error',
+  daemonFatal: 'daemon.fatal',
 } as const;
 
 export const REDACTED = '[redacted]';

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSimulator, type Simulator } from '../src/simulator/simulator.js';
 import { runQbhealth } from './support/cli.js';
 import type { TestDatabase } from './support/db.js';
-import { CLIENT_ID, CLIENT_SECRET, KEY_B64, migratedDatabase, monitor } from './support/qbo.js';
+import { CLIENT_ID, CLIENT_SECRET, KEY_B64, migratedDatabase, monitor, simulatorEnv } from './support/qbo.js';
 
 const REALM = '9130357766';
 
@@ -14,13 +14,7 @@ describe('against the Intuit simulator over HTTP', () => {
     sim = await startSimulator({ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, accessTokenTtlSeconds: 3600 });
     db = await migratedDatabase();
     env = {
-      DATABASE_URL: db.url,
-      QBO_CLIENT_ID: CLIENT_ID,
-      QBO_CLIENT_SECRET: CLIENT_SECRET,
-      TOKEN_ENCRYPTION_KEY: KEY_B64,
-      QBO_TOKEN_URL: sim.tokenUrl,
-      QBO_REVOKE_URL: sim.revokeUrl,
-      QBO_API_BASE_URL: sim.url,
+      ...simulatorEnv(db.url, sim),
       PROBE_TIMEOUT_MS: '3000',
     };
   });

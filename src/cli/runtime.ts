@@ -26,14 +26,7 @@ export async function withRuntime(io: CliIO, fn: (rt: Runtime) => Promise<number
   const config = parsed.config;
   const log = createLogger({ level: config.logLevel, secrets: io.secrets, destination: pino.destination({ dest: 2, sync: true }) });
   const pool = createPool({ databaseUrl: config.databaseUrl, applicationName: 'qbhealth', max: Math.max(2, config.probeConcurrency) }, log);
-  const oauth = new IntuitOAuth({
-    clientId: config.qboClientId,
-    clientSecret: config.qboClientSecret,
-    environment: config.qboEnvironment,
-    redirectUri: config.qboRedirectUri,
-    tokenUrl: config.qboTokenUrl,
-    revokeUrl: config.qboRevokeUrl,
-  });
+  const oauth = IntuitOAuth.fromConfig(config);
   const store = new TokenStore(pool, new TokenCipher(config.tokenEncryptionKey), oauth, io.secrets, log);
   const prober = new Prober(store, { ...config, apiBaseUrl: config.qboApiBaseUrl }, log, io.secrets);
   try {

@@ -69,7 +69,9 @@ const PG_CONNECTION_MESSAGES = /^(Connection terminated|timeout exceeded when tr
 export function isDatabaseUnavailable(err: unknown): boolean {
   const code = sqlState(err);
   if (code !== undefined && (NETWORK_CODES.has(code) || /^(08|28|57P)/.test(code) || code === SqlState.invalidCatalogName)) return true;
-  return err instanceof Error && PG_CONNECTION_MESSAGES.test(err.message);
+  if (!(err instanceof Error)) return false;
+  // withClient wraps a failed connect in an OperatorError; the reason is its cause.
+  return PG_CONNECTION_MESSAGES.test(err.message) || (err.cause !== undefined && err.cause !== err && isDatabaseUnavailable(err.cause));
 }
 
 /**

@@ -68,6 +68,25 @@ export function raceSignal<T>(work: Promise<T>, signal: AbortSignal): Promise<T>
 }
 
 export class IntuitOAuth {
+  /** The client for the configured app and endpoints. */
+  static fromConfig(config: {
+    qboClientId: string;
+    qboClientSecret: string;
+    qboEnvironment: 'sandbox' | 'production';
+    qboRedirectUri: string;
+    qboTokenUrl: string;
+    qboRevokeUrl: string;
+  }): IntuitOAuth {
+    return new IntuitOAuth({
+      clientId: config.qboClientId,
+      clientSecret: config.qboClientSecret,
+      environment: config.qboEnvironment,
+      redirectUri: config.qboRedirectUri,
+      tokenUrl: config.qboTokenUrl,
+      revokeUrl: config.qboRevokeUrl,
+    });
+  }
+
   constructor(
     private readonly config: IntuitOAuthConfig,
     private readonly now: () => Date = () => new Date(),

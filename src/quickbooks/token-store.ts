@@ -10,7 +10,7 @@
  *     the one Intuit refused makes the realm `reconnect_required`.
  */
 import type { QboEnvironment } from '../config.js';
-import { inTransaction, withClient, type Pool, type Queryable } from '../db/pool.js';
+import { inTransaction, isDatabaseUnavailable, withClient, type Pool, type Queryable } from '../db/pool.js';
 import { tokensTable as T } from '../db/schema.js';
 import { LogEvent, type Logger, type SecretRegistry } from '../log.js';
 import type { TokenCipher } from './cipher.js';
@@ -70,6 +70,8 @@ const WRITTEN_COLUMNS = [
 const COLUMNS = T.columnList([...WRITTEN_COLUMNS, 'company_name', 'revision']);
 
 export class TokenStore {
+  private readonly lastRead = new Map<string, RealmTokens>();
+
   constructor(
     private readonly pool: Pool,
     private readonly cipher: TokenCipher,
@@ -107,8 +109,24 @@ export class TokenStore {
     return row ? this.decode(row) : undefined;
   }
 
+  /**
+   * The realm's tokens. While PostgreSQL is unreachable, the copy read last is used as long as its
+   * access token is still fresh, so probing (and spooling the results) goes on through an outage;
+   * a refresh never happens without the database, because a rotated token must be stored first.
+   */
   async get(realmId: string): Promise<RealmTokens | undefined> {
-    return withClient(this.pool, (client) => this.select(client, realmId, false));
+    let tokens: RealmTokens | undefined;
+    try {
+      tokens = await withClient(this.pool, (client) => this.select(client, realmId, false));
+    } catch (err) {
+      const cached = this.lastRead.get(realmId);
+      if (!isDatabaseUnavailable(err) || !cached || !this.isFresh(cached)) throw err;
+      this.log.warn({ event: LogEvent.dbReadFailed, realmId, err }, 'PostgreSQL unreachable: probing with the access token read earlier');
+      return cached;
+    }
+    if (tokens) this.lastRead.set(realmId, tokens);
+    else this.lastRead.delete(realmId);
+    return tokens;
   }
 
   /** Realms to probe: every one not `disconnected` (or just `realmId`, whatever its status). */
@@ -186,7 +204,10 @@ export class TokenStore {
    */
   async freshAccessToken(realmId: string, signal: AbortSignal, staleRevision?: number): Promise<RealmTokens> {
     const first = await this.lockedRefresh(realmId, signal, staleRevision);
-    if (first.kind === 'ok') return first.tokens;
+    if (first.kind === 'ok') {
+      this.lastRead.set(realmId, first.tokens);
+      return first.tokens;
+    }
     // invalid_grant. Re-read once, under the row lock again: a writer that queued behind our
     // refresh (an import, a connect, another process) has committed by the time we get it.
     const superseded = await withClient(this.pool, (client) =>
@@ -203,7 +224,10 @@ export class TokenStore {
         'refresh token was superseded while refreshing; continuing with the newer one',
       );
       const second = await this.lockedRefresh(realmId, signal, staleRevision);
-      if (second.kind === 'ok') return second.tokens;
+      if (second.kind === 'ok') {
+        this.lastRead.set(realmId, second.tokens);
+        return second.tokens;
+      }
       await this.setStatus(realmId, 'reconnect_required', second.failure.message);
     }
     this.log.error(

@@ -50,3 +50,16 @@ export function monitor(db: TestDatabase, endpoints: { tokenUrl: string; revokeU
   const prober = new Prober(store, { apiBaseUrl: endpoints.apiBaseUrl, probeTimeoutMs, refreshTokenWarnDays: 14 }, capture.log, capture.secrets);
   return { pool, store, prober, capture, close: () => pool.end() };
 }
+
+/** The environment a qbhealth command or the daemon needs to run against `databaseUrl` and the simulator. */
+export function simulatorEnv(databaseUrl: string, sim: { tokenUrl: string; revokeUrl: string; url: string }): Record<string, string> {
+  return {
+    DATABASE_URL: databaseUrl,
+    QBO_CLIENT_ID: CLIENT_ID,
+    QBO_CLIENT_SECRET: CLIENT_SECRET,
+    TOKEN_ENCRYPTION_KEY: KEY_B64,
+    QBO_TOKEN_URL: sim.tokenUrl,
+    QBO_REVOKE_URL: sim.revokeUrl,
+    QBO_API_BASE_URL: sim.url,
+  };
+}

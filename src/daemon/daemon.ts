@@ -1,0 +1,398 @@
+/**
+ * The long-running monitor: start-up (database, migrations, schema, spool, alert state, health
+ * server, scheduler), the probe cycle, and an orderly shutdown. Every failure ends up somewhere
+ * a human sees it: a log event, an alert, readiness, or the exit code.
+ */
+import { access, constants } from 'node:fs/promises';
+import cron, { type ScheduledTask } from 'node-cron';
+import type { Config } from '../config.js';
+import { createPool, isDatabaseUnavailable, sqlState, SqlState, withClient, type Pool } from '../db/pool.js';
+import { migrate } from '../db/migrate.js';
+import { pruneHistory } from '../db/prune.js';
+import { describeProblem, verifySchema } from '../db/verify.js';
+import { Escalator } from '../escalate/escalator.js';
+import { WebhookNotifier } from '../escalate/notifier.js';
+import { coerceError, ExitCode, OperatorError } from '../errors.js';
+import { HealthServer } from '../http/server.js';
+import { Metrics } from '../http/metrics.js';
+import { LogEvent, type Logger, type SecretRegistry } from '../log.js';
+import { Prober } from '../probe/prober.js';
+import type { ProbeResult } from '../probe/result.js';
+import { TokenCipher } from '../quickbooks/cipher.js';
+import { IntuitOAuth } from '../quickbooks/oauth.js';
+import { ErrorCode } from '../quickbooks/outcome.js';
+import { TokenStore } from '../quickbooks/token-store.js';
+import { describeDbFailure, FatalError, Recorder, type DbOutcome } from '../recorder/recorder.js';
+import { Spool } from '../recorder/spool.js';
+import { HealthState } from './state.js';
+
+const DAY_MS = 86_400_000;
+/** The daily retention prune runs at 03:17 local time, away from the top of the hour. */
+export const PRUNE_SCHEDULE = '17 3 * * *';
+const DB_CHECK_INTERVAL_MS = 5000;
+const HEARTBEAT_MS = 1000;
+
+/** Runs `work` over `items` with at most `limit` at once. */
+async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await work(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+const isSchemaError = (err: unknown): boolean => {
+  const code = sqlState(err);
+  return code === SqlState.undefinedTable || code === SqlState.undefinedColumn;
+};
+
+export class Daemon {
+  readonly state = new HealthState();
+  readonly metrics = new Metrics(this.state);
+  /** Called with a failure the daemon cannot carry on after (neither DB nor spool writable). */
+  onFatal: (err: FatalError) => void = () => undefined;
+
+  private readonly pool: Pool;
+  private readonly spool: Spool;
+  private readonly notifier: WebhookNotifier;
+  private readonly escalator: Escalator;
+  private readonly recorder: Recorder;
+  private readonly store: TokenStore;
+  private readonly prober: Prober;
+  private readonly server: HealthServer;
+  private tasks: ScheduledTask[] = [];
+  private timers: NodeJS.Timeout[] = [];
+  private knownRealms: string[] = [];
+  private cycle: Promise<void> | undefined;
+  private cycleDbOutcome: DbOutcome | undefined;
+  private dbCheckRunning = false;
+  private stopping: Promise<void> | undefined;
+  address: { host: string; port: number } | undefined;
+
+  private constructor(
+    private readonly config: Config,
+    private readonly log: Logger,
+    secrets: SecretRegistry,
+    version: string,
+  ) {
+    this.pool = createPool(
+      { databaseUrl: config.databaseUrl, applicationName: 'qbo-health-monitor', max: config.probeConcurrency + 3, statementTimeoutMs: 30_000, connectionTimeoutMs: 5000 },
+      log,
+    );
+    this.spool = new Spool(config.spoolDir, log);
+    this.notifier = new WebhookNotifier(config.alertWebhookUrl, log);
+    this.escalator = new Escalator(this.pool, this.notifier, log, config);
+    this.recorder = new Recorder(this.pool, this.spool, log, (outcome) => this.noteDbOutcome(outcome));
+    const oauth = IntuitOAuth.fromConfig(config);
+    this.store = new TokenStore(this.pool, new TokenCipher(config.tokenEncryptionKey), oauth, secrets, log);
+    this.prober = new Prober(this.store, { ...config, apiBaseUrl: config.qboApiBaseUrl }, log, secrets);
+    this.server = new HealthServer(this.state, this.metrics, { healthToken: config.healthToken, refreshTokenWarnDays: config.refreshTokenWarnDays, version }, log);
+    this.state.openAlerts = () => this.escalator.openAlerts();
+  }
+
+  /** Start-up in the contract's order; any failure closes what was opened and throws an OperatorError. */
+  static async start(config: Config, log: Logger, secrets: SecretRegistry, version: string): Promise<Daemon> {
+    const daemon = new Daemon(config, log, secrets, version);
+    try {
+      await daemon.boot();
+    } catch (err) {
+      await daemon.release().catch((releaseErr: unknown) => {
+        log.warn({ event: LogEvent.daemonStopping, err: releaseErr }, 'cleanup after a failed start failed');
+      });
+      throw err;
+    }
+    return daemon;
+  }
+
+  private async boot(): Promise<void> {
+    const { config, log } = this;
+    await withClient(this.pool, (c) => c.query('SELECT 1'));
+    this.markDb(true, undefined);
+    if (config.migrateOnStart) await migrate(this.pool, log);
+    const problems = await verifySchema(this.pool);
+    if (problems.length > 0) {
+      const lines = problems.map(describeProblem);
+      log.fatal({ event: LogEvent.schemaInvalid, problems: lines }, 'the database schema does not match this release');
+      throw new OperatorError(`the database schema does not match this release:\n  ${lines.join('\n  ')}\nRun \`qbhealth migrate\` (or start with MIGRATE_ON_START=true)`, ExitCode.schemaMismatch);
+    }
+    this.state.schema = { verified: true, error: undefined };
+
+    try {
+      await this.spool.open();
+      await access(config.spoolDir, constants.W_OK);
+    } catch (err) {
+      throw new OperatorError(`SPOOL_DIR ${config.spoolDir} is not a writable directory (${coerceError(err).message}); results could not be kept through a database outage. Fix its permissions or point SPOOL_DIR elsewhere`, ExitCode.configInvalid, { cause: err });
+    }
+    this.state.spoolPending = this.spool.pending;
+    if (this.spool.pending > 0) {
+      log.warn({ event: LogEvent.spoolAppended, pending: this.spool.pending }, `${this.spool.pending} result(s) left in the spool by an earlier run; replaying`);
+      await this.recorder.replaySpool();
+      this.state.spoolPending = this.spool.pending;
+    }
+    const restored = await this.escalator.load();
+    if (restored > 0) log.info({ event: LogEvent.daemonStarted, openAlerts: restored }, `${restored} open alert(s) restored; they will not be raised again`);
+
+    try {
+      const bound = await this.server.listen(config.host, config.port);
+      this.address = { host: bound.address, port: bound.port };
+    } catch (err) {
+      throw new OperatorError(`cannot listen on ${config.host}:${config.port} for the health endpoints (${coerceError(err).message}); free the port or set PORT`, ExitCode.temporaryFailure, { cause: err });
+    }
+    this.startScheduler();
+    this.startTimers();
+  }
+
+  private startScheduler(): void {
+    const { config, log } = this;
+    cron.setLogger({
+      info: (message) => log.debug({ component: 'node-cron' }, message),
+      warn: (message) => log.warn({ event: LogEvent.schedulerMissed, component: 'node-cron' }, message),
+      error: (message, err) => log.error({ event: LogEvent.schedulerTickFailed, component: 'node-cron', err: err ?? message }, String(message)),
+      debug: (message) => log.debug({ component: 'node-cron' }, String(message)),
+    });
+    const probe = cron.schedule(config.probeSchedule, () => this.tick(), { name: 'probe-cycle', noOverlap: true, suppressMissedWarning: true });
+    probe.on('execution:overlap', () => {
+      // The scheduler is alive; the previous cycle is still running (slow realms, many realms).
+      this.state.lastTickAt = new Date();
+      this.metrics.ticks.inc({ outcome: 'overlap' });
+      log.warn({ event: LogEvent.schedulerOverlap }, 'a probe cycle is still running at the next tick; this tick is skipped');
+    });
+    probe.on('execution:missed', (ctx) => {
+      this.metrics.ticks.inc({ outcome: 'missed' });
+      log.warn({ event: LogEvent.schedulerMissed, scheduledFor: ctx.date }, 'a scheduled tick was missed (the event loop was busy or the clock jumped)');
+    });
+    const prune = cron.schedule(PRUNE_SCHEDULE, () => this.prune(), { name: 'history-prune', noOverlap: true });
+    this.tasks = [probe, prune];
+    const [a, b] = probe.getNextRuns(2);
+    const periodMs = a && b ? b.getTime() - a.getTime() : 60_000;
+    this.state.maxTickGapMs = 3 * periodMs + 30_000;
+  }
+
+  private startTimers(): void {
+    let expected = Date.now() + HEARTBEAT_MS;
+    const heartbeat = setInterval(() => {
+      const now = Date.now();
+      this.state.eventLoopLagMs = Math.max(0, now - expected);
+      expected = now + HEARTBEAT_MS;
+    }, HEARTBEAT_MS);
+    const dbCheck = setInterval(() => void this.checkDatabase(), DB_CHECK_INTERVAL_MS);
+    heartbeat.unref();
+    dbCheck.unref();
+    this.timers = [heartbeat, dbCheck];
+  }
+
+  /** Readiness and recovery: is PostgreSQL back, is the schema whole again, is there a spool to replay? */
+  private async checkDatabase(): Promise<void> {
+    if (this.dbCheckRunning || this.state.shuttingDown) return;
+    this.dbCheckRunning = true;
+    try {
+      await withClient(this.pool, (c) => c.query('SELECT 1'));
+      this.markDb(true, undefined);
+      if (!this.state.schema.verified) {
+        const problems = await verifySchema(this.pool);
+        this.state.schema = problems.length === 0 ? { verified: true, error: undefined } : { verified: false, error: problems.map(describeProblem).join('; ') };
+      }
+      if (this.state.schema.verified && this.spool.pending > 0 && !this.cycle) {
+        await this.recorder.replaySpool();
+        this.state.spoolPending = this.spool.pending;
+      }
+    } catch (err) {
+      this.markDb(false, coerceError(err).message);
+      this.log.warn({ event: LogEvent.dbConnectionError, err }, 'PostgreSQL health check failed');
+    } finally {
+      this.dbCheckRunning = false;
+    }
+    this.applyDbOutcome();
+    await this.escalator.persist();
+  }
+
+  private markDb(reachable: boolean, error: string | undefined): void {
+    const was = this.state.db.reachable;
+    this.state.db = { reachable, checkedAt: new Date(), error };
+    if (reachable && !was && this.state.db.checkedAt && this.tasks.length > 0) this.log.info({ event: LogEvent.dbRecovered }, 'PostgreSQL is reachable again');
+  }
+
+  /** Database outcomes within one cycle (or check) count once: the worst one. */
+  private noteDbOutcome(outcome: DbOutcome): void {
+    if (!outcome.ok) {
+      if (outcome.kind === 'schema') this.state.schema = { verified: false, error: outcome.summary };
+      if (isDatabaseUnavailable(outcome.err)) this.markDb(false, outcome.err.message);
+    }
+    // A failure outweighs a success, and a schema gap outweighs an unreachable database.
+    const current = this.cycleDbOutcome;
+    if (!current || (!outcome.ok && (current.ok || outcome.kind === 'schema'))) this.cycleDbOutcome = outcome;
+  }
+
+  private applyDbOutcome(): void {
+    const outcome = this.cycleDbOutcome;
+    this.cycleDbOutcome = undefined;
+    if (!outcome) return;
+    if (outcome.ok) {
+      this.escalator.succeed('', 'database');
+      this.escalator.succeed('', 'schema');
+      return;
+    }
+    if (outcome.kind === 'schema') {
+      this.escalator.fail('', 'schema', { severity: 'critical', immediate: true, summary: outcome.summary, lastError: outcome.err.message });
+    } else {
+      this.escalator.fail('', 'database', {
+        severity: 'critical',
+        summary: `${outcome.summary}; {count} consecutive failed database write(s)`,
+        lastError: outcome.err.message,
+      });
+    }
+  }
+
+  private tick(): Promise<void> {
+    if (this.state.shuttingDown) return Promise.resolve();
+    this.state.lastTickAt = new Date();
+    const cycle = this.runCycle()
+      .then(() => this.metrics.ticks.inc({ outcome: 'completed' }))
+      .catch((err: unknown) => {
+        this.metrics.ticks.inc({ outcome: 'failed' });
+        if (err instanceof FatalError) {
+          this.log.fatal({ event: LogEvent.daemonFatal, err }, err.message);
+          this.onFatal(err);
+          return;
+        }
+        this.log.error({ event: LogEvent.schedulerTickFailed, err }, 'probe cycle failed');
+      })
+      .finally(() => {
+        this.cycle = undefined;
+        this.state.lastTickFinishedAt = new Date();
+      });
+    this.cycle = cycle;
+    return cycle;
+  }
+
+  private async listRealms(): Promise<string[]> {
+    try {
+      this.knownRealms = (await this.store.listRealms()).map((r) => r.realmId);
+    } catch (err) {
+      if (!isDatabaseUnavailable(err) && !isSchemaError(err)) throw err;
+      this.log.warn({ event: LogEvent.dbReadFailed, err, realms: this.knownRealms.length }, 'cannot list realms from PostgreSQL; probing the realms known before');
+      this.noteDbOutcome(describeDbFailure(err));
+    }
+    return this.knownRealms;
+  }
+
+  private async runCycle(): Promise<void> {
+    this.notifier.retryFailed();
+    const realms = await this.listRealms();
+    for (const id of this.state.realms.keys()) if (!realms.includes(id)) this.metrics.forget(id);
+    this.state.retainRealms(realms);
+    await forEachLimited(realms, this.config.probeConcurrency, async (realmId) => {
+      if (this.state.shuttingDown) return;
+      let result: ProbeResult;
+      try {
+        result = await this.prober.probeRealm(realmId);
+      } catch (err) {
+        if (isDatabaseUnavailable(err) || isSchemaError(err)) {
+          this.log.warn({ event: LogEvent.probeSkipped, realmId, err }, 'probe skipped: PostgreSQL is needed to read or rotate this realm\'s tokens');
+          this.noteDbOutcome(describeDbFailure(err));
+        } else {
+          this.log.error({ event: LogEvent.probeSkipped, realmId, err }, `probe could not run: ${coerceError(err).message}`);
+        }
+        return;
+      }
+      this.state.observe(result);
+      this.metrics.observe(result);
+      this.escalateProbe(result);
+      const where = await this.recorder.record(result);
+      if (where === 'spool') this.metrics.spooled.inc();
+      this.state.spoolPending = this.spool.pending;
+    });
+    this.state.spoolPending = this.spool.pending;
+    this.applyDbOutcome();
+    await this.escalator.persist();
+  }
+
+  private escalateProbe(r: ProbeResult): void {
+    const realm = r.realmId;
+    const detail = { lastError: r.error, intuitTid: r.intuitTid };
+    if (r.errorCode === ErrorCode.ok) {
+      this.escalator.succeed(realm, 'quickbooks_api');
+      this.escalator.succeed(realm, 'quickbooks_auth');
+    } else if (r.errorCode === ErrorCode.authInvalidGrant) {
+      this.escalator.fail(realm, 'quickbooks_auth', {
+        severity: 'critical',
+        immediate: true,
+        summary: `QuickBooks refused realm ${realm}'s refresh token (invalid_grant): the app was disconnected, or the token expired or was superseded. Reconnect with \`qbhealth connect\``,
+        ...detail,
+      });
+    } else if (r.errorCode === ErrorCode.authUnauthorized || r.errorCode === ErrorCode.forbidden) {
+      this.escalator.fail(realm, 'quickbooks_auth', {
+        severity: 'critical',
+        summary: `Intuit refused realm ${realm}'s credentials in {count} consecutive probes (${r.errorCode}): check QBO_CLIENT_ID/QBO_CLIENT_SECRET and the app's scopes, or reconnect with \`qbhealth connect\``,
+        ...detail,
+      });
+    } else {
+      this.escalator.fail(realm, 'quickbooks_api', {
+        severity: r.errorCode === ErrorCode.throttled ? 'warning' : 'critical',
+        summary: `QuickBooks API failing for realm ${realm}: {count} consecutive probes failed (${r.errorCode}${r.error ? `: ${r.error}` : ''})`,
+        ...detail,
+      });
+    }
+    if (r.refreshTokenExpiresAt) {
+      const days = (r.refreshTokenExpiresAt.getTime() - Date.now()) / DAY_MS;
+      if (days < this.config.refreshTokenWarnDays) {
+        this.escalator.fail(realm, 'refresh_token_expiry', {
+          severity: days < 1 ? 'critical' : 'warning',
+          immediate: true,
+          summary: `realm ${realm}'s refresh token expires in ${Math.max(0, Math.floor(days))} day(s) (${r.refreshTokenExpiresAt.toISOString()}): reconnect with \`qbhealth connect\` before then`,
+        });
+      } else {
+        this.escalator.succeed(realm, 'refresh_token_expiry');
+      }
+    }
+  }
+
+  private async prune(): Promise<void> {
+    try {
+      await pruneHistory(this.pool, this.config.historyRetentionDays, this.log);
+    } catch (err) {
+      this.log.error({ event: LogEvent.historyPruned, err }, 'the daily history prune failed; it runs again tomorrow (or run `qbhealth prune`)');
+    }
+  }
+
+  /** Realms that will be probed (for the start-up line); undefined when PostgreSQL cannot say. */
+  async realmCount(): Promise<number | undefined> {
+    try {
+      return (await this.store.listRealms()).length;
+    } catch (err) {
+      this.log.warn({ event: LogEvent.dbReadFailed, err }, 'cannot count realms');
+      return undefined;
+    }
+  }
+
+  /** SIGINT/SIGTERM: readiness 503 at once, no new ticks, in-flight probes finish, everything flushed and closed. */
+  stop(reason: string): Promise<void> {
+    this.stopping ??= (async () => {
+      this.state.shuttingDown = true;
+      this.log.info({ event: LogEvent.daemonStopping, reason, inFlight: this.cycle !== undefined }, `stopping (${reason})`);
+      for (const task of this.tasks) await task.destroy();
+      this.tasks = [];
+      // In-flight probes end within PROBE_TIMEOUT_MS; realms not yet started are not started.
+      await this.cycle;
+      await this.recorder.flush();
+      await this.escalator.persist();
+      await this.notifier.drain(5000);
+      await this.release();
+      this.log.info({ event: LogEvent.daemonStopped, reason, spoolPending: this.spool.pending }, 'stopped');
+    })();
+    return this.stopping;
+  }
+
+  private async release(): Promise<void> {
+    for (const timer of this.timers) clearInterval(timer);
+    this.timers = [];
+    for (const task of this.tasks) await task.destroy();
+    this.tasks = [];
+    await this.spool.close();
+    await this.server.close();
+    await this.pool.end();
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * What the daemon knows right now, kept in memory so the health endpoints answer from it without
+ * touching PostgreSQL or Intuit: a slow probe or a dead database never slows a health check.
+ */
+import type { ProbeResult } from '../probe/result.js';
+import type { AlertState } from '../escalate/escalator.js';
+
+export interface RealmHealth {
+  readonly realmId: string;
+  readonly last: ProbeResult;
+  readonly lastSuccessAt: Date | undefined;
+}
+
+export class HealthState {
+  readonly startedAt = new Date();
+  readonly realms = new Map<string, RealmHealth>();
+  db: { reachable: boolean; checkedAt: Date | undefined; error: string | undefined } = { reachable: false, checkedAt: undefined, error: undefined };
+  schema: { verified: boolean; error: string | undefined } = { verified: false, error: undefined };
+  spoolPending = 0;
+  lastTickAt: Date | undefined;
+  lastTickFinishedAt: Date | undefined;
+  /** Longest gap between two ticks that still counts as "ticking" (schedule period + deadline + slack). */
+  maxTickGapMs = 5 * 60_000;
+  /** Worst event-loop delay seen in the last heartbeat window. */
+  eventLoopLagMs = 0;
+  shuttingDown = false;
+  openAlerts: () => readonly AlertState[] = () => [];
+
+  observe(result: ProbeResult): void {
+    const previous = this.realms.get(result.realmId);
+    this.realms.set(result.realmId, {
+      realmId: result.realmId,
+      last: result,
+      lastSuccessAt: result.connected ? result.checkedAt : previous?.lastSuccessAt,
+    });
+  }
+
+  /** Keeps only the realms still being probed (a disconnected realm leaves the health report). */
+  retainRealms(realmIds: readonly string[]): void {
+    const keep = new Set(realmIds);
+    for (const id of this.realms.keys()) if (!keep.has(id)) this.realms.delete(id);
+  }
+
+  /** Live: the scheduler ticks (or has only just started) and the event loop is responsive. */
+  live(now = Date.now()): { ok: boolean; reason: string | undefined } {
+    if (this.shuttingDown) return { ok: false, reason: 'shutting down' };
+    const reference = this.lastTickAt?.getTime() ?? this.startedAt.getTime();
+    if (now - reference > this.maxTickGapMs) return { ok: false, reason: `no scheduler tick for ${Math.round((now - reference) / 1000)} s` };
+    if (this.eventLoopLagMs > 5000) return { ok: false, reason: `event loop blocked for ${Math.round(this.eventLoopLagMs)} ms` };
+    return { ok: true, reason: undefined };
+  }
+
+  /** Ready: PostgreSQL reachable and the schema verified. */
+  ready(): { ok: boolean; reason: string | undefined } {
+    if (this.shuttingDown) return { ok: false, reason: 'shutting down' };
+    if (!this.db.reachable) return { ok: false, reason: `PostgreSQL unreachable${this.db.error ? `: ${this.db.error}` : ''}` };
+    if (!this.schema.verified) return { ok: false, reason: `schema not verified${this.schema.error ? `: ${this.schema.error}` : ''}` };
+    return { ok: true, reason: undefined };
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * Prometheus metrics (prom-client). Probe metrics carry blackbox-exporter names
+ * (`probe_success`, `probe_duration_seconds`, `probe_http_status_code`) so existing dashboards
+ * and alert rules apply; the monitor's own use a `qbhealth_` prefix. Gauges of state (spool,
+ * alerts, database) are read from memory when scraped.
+ */
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ProbeResult } from '../probe/result.js';
+import type { HealthState } from '../daemon/state.js';
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly success: Gauge<'realm_id'>;
+  private readonly duration: Gauge<'realm_id'>;
+  private readonly httpStatus: Gauge<'realm_id'>;
+  private readonly probes: Counter<'realm_id' | 'status'>;
+  private readonly failures: Counter<'realm_id' | 'error_code'>;
+  private readonly refreshLeft: Gauge<'realm_id'>;
+  readonly spooled: Counter;
+  readonly replayed: Counter;
+  readonly ticks: Counter<'outcome'>;
+
+  constructor(state: HealthState) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    this.success = new Gauge({ name: 'probe_success', help: 'Whether the last probe of the realm succeeded (1) or not (0)', labelNames: ['realm_id'], registers });
+    this.duration = new Gauge({ name: 'probe_duration_seconds', help: 'Duration of the last probe of the realm', labelNames: ['realm_id'], registers });
+    this.httpStatus = new Gauge({ name: 'probe_http_status_code', help: 'HTTP status of the last CompanyInfo answer (0: none)', labelNames: ['realm_id'], registers });
+    this.probes = new Counter({ name: 'qbhealth_probes_total', help: 'Probes run, by result status', labelNames: ['realm_id', 'status'], registers });
+    this.failures = new Counter({ name: 'qbhealth_probe_failures_total', help: 'Failed probes by error_code', labelNames: ['realm_id', 'error_code'], registers });
+    this.refreshLeft = new Gauge({
+      name: 'qbhealth_refresh_token_expiry_seconds',
+      help: 'Seconds until the refresh token expires (the earlier of the rolling and the 5-year hard expiry)',
+      labelNames: ['realm_id'],
+      registers,
+    });
+    this.spooled = new Counter({ name: 'qbhealth_spool_appended_total', help: 'Results written to the spool because PostgreSQL could not take them', registers });
+    this.replayed = new Counter({ name: 'qbhealth_spool_replayed_total', help: 'Spooled results replayed into PostgreSQL', registers });
+    this.ticks = new Counter({ name: 'qbhealth_scheduler_ticks_total', help: 'Scheduler ticks by outcome', labelNames: ['outcome'], registers });
+    new Gauge({
+      name: 'qbhealth_spool_pending',
+      help: 'Results waiting in the spool',
+      registers,
+      collect() {
+        this.set(state.spoolPending);
+      },
+    });
+    new Gauge({
+      name: 'qbhealth_alerts_open',
+      help: 'Open alerts by kind and severity',
+      labelNames: ['kind', 'severity'],
+      registers,
+      collect() {
+        this.reset();
+        for (const a of state.openAlerts()) this.inc({ kind: a.kind, severity: a.severity });
+      },
+    });
+    new Gauge({
+      name: 'qbhealth_database_up',
+      help: 'Whether PostgreSQL was reachable at the last check',
+      registers,
+      collect() {
+        this.set(state.db.reachable ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'qbhealth_scheduler_last_tick_timestamp_seconds',
+      help: 'When the scheduler last started a probe cycle',
+      registers,
+      collect() {
+        this.set(state.lastTickAt ? state.lastTickAt.getTime() / 1000 : 0);
+      },
+    });
+  }
+
+  observe(r: ProbeResult): void {
+    const realm = { realm_id: r.realmId };
+    this.success.set(realm, r.connected ? 1 : 0);
+    this.duration.set(realm, r.latencyMs / 1000);
+    this.httpStatus.set(realm, r.httpStatus ?? 0);
+    this.probes.inc({ ...realm, status: r.status });
+    if (!r.connected) this.failures.inc({ ...realm, error_code: r.errorCode });
+    if (r.refreshTokenExpiresAt) this.refreshLeft.set(realm, Math.round((r.refreshTokenExpiresAt.getTime() - Date.now()) / 1000));
+  }
+
+  /** A realm no longer probed (disconnected) leaves the per-realm gauges. */
+  forget(realmId: string): void {
+    for (const g of [this.success, this.duration, this.httpStatus, this.refreshLeft]) g.remove({ realm_id: realmId });
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * The daemon's entry point (`node dist/main.js`, run by PM2): configuration, logger, start-up,
+ * `process.send('ready')` for PM2's wait_ready, signals, exit codes (ARCHITECTURE.md: 0 stopped,
+ * 65 schema mismatch, 75 temporary failure, 78 configuration invalid).
+ */
+import { readFileSync } from 'node:fs';
+import { parseConfig, readEnvironment } from './config.js';
+import { Daemon } from './daemon/daemon.js';
+import { coerceError, ExitCode, OperatorError } from './errors.js';
+import { createLogger, LogEvent, SecretRegistry, type Logger } from './log.js';
+
+const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+function exit(log: Logger, code: number): never {
+  log.flush();
+  process.exit(code);
+}
+
+async function main(): Promise<void> {
+  const secrets = new SecretRegistry();
+  const parsed = parseConfig(readEnvironment(process.env, process.cwd()), 'full', process.cwd());
+  secrets.add(...parsed.secrets);
+  if (!parsed.ok) {
+    const log = createLogger({ level: 'info', secrets });
+    log.fatal({ event: LogEvent.configInvalid, problems: parsed.problems }, `configuration invalid: ${parsed.problems.join('; ')}`);
+    process.stderr.write(`qbo-health-monitor: configuration invalid (set these in the environment or in .env):\n${parsed.problems.map((p) => `  ${p}`).join('\n')}\n`);
+    exit(log, ExitCode.configInvalid);
+  }
+  const config = parsed.config;
+  const log = createLogger({ level: config.logLevel, secrets });
+
+  process.on('uncaughtException', (err) => {
+    log.fatal({ event: LogEvent.daemonFatal, err }, `uncaught exception: ${err.message}`);
+    exit(log, 1);
+  });
+  process.on('unhandledRejection', (reason) => {
+    log.fatal({ event: LogEvent.daemonFatal, err: coerceError(reason) }, 'unhandled promise rejection');
+    exit(log, 1);
+  });
+
+  let daemon: Daemon;
+  try {
+    daemon = await Daemon.start(config, log, secrets, version);
+  } catch (err) {
+    const failure = err instanceof OperatorError ? err : undefined;
+    log.fatal(
+      { event: failure?.exitCode === ExitCode.schemaMismatch ? LogEvent.schemaInvalid : LogEvent.daemonFatal, exitCode: failure?.exitCode ?? 1, err },
+      `cannot start: ${coerceError(err).message}`,
+    );
+    exit(log, failure?.exitCode ?? 1);
+  }
+
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      log.warn({ event: LogEvent.daemonStopping, signal }, `second ${signal}: exiting now without finishing the shutdown`);
+      exit(log, 1);
+    }
+    stopping = true;
+    daemon.stop(signal).then(
+      () => {
+        for (const s of signals) process.off(s, onSignal);
+        process.off('message', onMessage);
+        exit(log, ExitCode.ok);
+      },
+      (err: unknown) => {
+        log.fatal({ event: LogEvent.daemonFatal, err }, 'shutdown failed');
+        exit(log, 1);
+      },
+    );
+  };
+  // PM2 on Windows (and `pm2 stop` with shutdown_with_message) sends a 'shutdown' message instead of a signal.
+  const onMessage = (message: unknown): void => {
+    if (message === 'shutdown') onSignal('SIGINT');
+  };
+  for (const s of signals) process.on(s, onSignal);
+  process.on('message', onMessage);
+
+  daemon.onFatal = (err) => {
+    if (stopping) return;
+    stopping = true;
+    daemon.stop('fatal').then(
+      () => exit(log, err.exitCode),
+      (stopErr: unknown) => {
+        log.fatal({ event: LogEvent.daemonFatal, err: stopErr }, 'shutdown after a fatal error failed');
+        exit(log, err.exitCode);
+      },
+    );
+  };
+
+  log.info(
+    {
+      event: LogEvent.daemonStarted,
+      version,
+      pid: process.pid,
+      schedule: config.probeSchedule,
+      health: daemon.address,
+      realms: (await daemon.realmCount()) ?? null,
+      spoolPending: daemon.state.spoolPending,
+    },
+    `monitoring QuickBooks on "${config.probeSchedule}"; health on ${daemon.address?.host}:${daemon.address?.port}`,
+  );
+  // PM2's wait_ready: only now are migrations, the schema check and the health server up.
+  process.send?.('ready');
+}
+
+await main();

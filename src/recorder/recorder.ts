@@ -1,0 +1,136 @@
+/**
+ * Makes every probe result durable: inserted into quickbooks_connection_health when PostgreSQL
+ * takes it, otherwise appended to the spool, and replayed from the spool (in order, idempotent)
+ * after the next successful write. Results that arrive while a write is in flight are written
+ * together in the next statement (group commit). Only when neither the database nor the spool
+ * can take a result does recording fail, with a FatalError the daemon turns into exit 75.
+ */
+import { insertProbeResults } from '../db/queries.js';
+import { isDatabaseUnavailable, sqlState, SqlState, type Pool } from '../db/pool.js';
+import { coerceError, ExitCode, OperatorError } from '../errors.js';
+import { LogEvent, type Logger } from '../log.js';
+import type { ProbeResult } from '../probe/result.js';
+import type { Spool } from './spool.js';
+
+/** What a database write told us, for escalation and readiness. */
+export type DbOutcome =
+  | { readonly ok: true }
+  | { readonly ok: false; readonly kind: 'schema' | 'database'; readonly summary: string; readonly err: Error };
+
+export class FatalError extends OperatorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, ExitCode.temporaryFailure, options);
+    this.name = 'FatalError';
+  }
+}
+
+/** A failed write in words an operator can act on; schema gaps name the missing object. */
+export function describeDbFailure(thrown: unknown): DbOutcome & { ok: false } {
+  const err = coerceError(thrown);
+  const code = sqlState(err);
+  if (code === SqlState.undefinedTable || code === SqlState.undefinedColumn) {
+    return {
+      ok: false,
+      kind: 'schema',
+      summary: `PostgreSQL cannot record probe results: ${err.message} (SQLSTATE ${code}). Run \`qbhealth migrate\` to restore the schema; results wait in the spool meanwhile`,
+      err,
+    };
+  }
+  const why = isDatabaseUnavailable(err) ? 'PostgreSQL is unreachable' : 'PostgreSQL refused the write';
+  return { ok: false, kind: 'database', summary: `${why} (${code ? `${code}: ` : ''}${err.message}); results wait in the spool`, err };
+}
+
+interface Pending {
+  readonly result: ProbeResult;
+  resolve(where: 'database' | 'spool'): void;
+  reject(err: unknown): void;
+}
+
+const MAX_BATCH = 500;
+
+export class Recorder {
+  private queue: Pending[] = [];
+  private draining: Promise<void> | undefined;
+  private replayNeeded: boolean;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly spool: Spool,
+    private readonly log: Logger,
+    private readonly onOutcome: (outcome: DbOutcome) => void,
+  ) {
+    this.replayNeeded = spool.pending > 0;
+  }
+
+  /** Resolves once the result is in the database or fsynced in the spool. */
+  record(result: ProbeResult): Promise<'database' | 'spool'> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ result, resolve, reject });
+      this.draining ??= this.drain().finally(() => {
+        this.draining = undefined;
+      });
+    });
+  }
+
+  /** Waits until everything handed to record() is durable. */
+  async flush(): Promise<void> {
+    while (this.draining) await this.draining;
+  }
+
+  /** Replays the spool now if it holds anything (also run after every successful write). */
+  async replaySpool(): Promise<boolean> {
+    if (this.spool.pending === 0 && !this.replayNeeded) return true;
+    try {
+      await this.spool.replay((batch) => insertProbeResults(this.pool, batch));
+      this.replayNeeded = false;
+      return true;
+    } catch (err) {
+      const failure = describeDbFailure(err);
+      this.log.error({ event: LogEvent.dbWriteFailed, kind: failure.kind, pending: this.spool.pending, err }, `spool replay stopped: ${failure.summary}`);
+      this.onOutcome(failure);
+      return false;
+    }
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, MAX_BATCH);
+      try {
+        const where = await this.write(batch.map((p) => p.result));
+        for (const p of batch) p.resolve(where);
+      } catch (err) {
+        for (const p of batch) p.reject(err);
+      }
+    }
+  }
+
+  private async write(results: ProbeResult[]): Promise<'database' | 'spool'> {
+    // Spooled results go first, so the table's order follows the probes' order.
+    if (this.spool.pending > 0 || this.replayNeeded) {
+      if (!(await this.replaySpool())) return this.toSpool(results);
+    }
+    try {
+      await insertProbeResults(this.pool, results);
+    } catch (err) {
+      const failure = describeDbFailure(err);
+      this.log.error({ event: LogEvent.dbWriteFailed, kind: failure.kind, count: results.length, err }, failure.summary);
+      this.onOutcome(failure);
+      return this.toSpool(results);
+    }
+    this.onOutcome({ ok: true });
+    return 'database';
+  }
+
+  private async toSpool(results: ProbeResult[]): Promise<'spool'> {
+    try {
+      await this.spool.append(results);
+    } catch (err) {
+      throw new FatalError(
+        `neither PostgreSQL nor the spool (${this.spool.dir}) can take probe results: ${coerceError(err).message}. Make SPOOL_DIR writable or bring PostgreSQL back`,
+        { cause: err },
+      );
+    }
+    this.replayNeeded = true;
+    return 'spool';
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * End to end: the built daemon (node dist/main.js) against PostgreSQL and the Intuit simulator,
+ * observed only from outside: its log lines, its HTTP endpoints, the database and the webhook.
+ */
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startSimulator, type Simulator } from '../src/simulator/simulator.js';
+import { runQbhealth } from './support/cli.js';
+import { spawnDaemon, webhookReceiver, type RunningDaemon, type WebhookReceiver } from './support/daemon.js';
+import { createTestDatabase, type TestDatabase } from './support/db.js';
+import { CLIENT_ID, CLIENT_SECRET, KEY_B64, simulatorEnv } from './support/qbo.js';
+
+const REALM = '9341452222';
+
+/** Retries `check` until it passes (or rethrows its last failure after `timeoutMs`). */
+async function eventually(check: () => Promise<void>, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await check();
+    } catch (err) {
+      if (Date.now() > until) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+const HEALTH_TOKEN = 'health-token-for-tests-0123';
+
+describe('the daemon, end to end', () => {
+  let sim: Simulator;
+  let hook: WebhookReceiver;
+  let db: TestDatabase;
+  let env: Record<string, string>;
+  let daemon: RunningDaemon | undefined;
+
+  beforeAll(async () => {
+    sim = await startSimulator({ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
+    hook = await webhookReceiver();
+  });
+  afterAll(async () => {
+    await sim?.close();
+    await hook?.close();
+  });
+  afterEach(async () => {
+    await daemon?.stop('SIGKILL');
+    daemon = undefined;
+    await db?.drop();
+    sim.scenario = 'healthy';
+    hook.bodies.length = 0;
+  });
+
+  /** A fresh database with one imported realm (the daemon migrates it at start). */
+  async function setUp(extra: Record<string, string> = {}): Promise<void> {
+    db = await createTestDatabase();
+    env = {
+      ...simulatorEnv(db.url, sim),
+      PROBE_SCHEDULE: '* * * * * *',
+      PROBE_TIMEOUT_MS: '3000',
+      HOST: '127.0.0.1',
+      PORT: '0',
+      SPOOL_DIR: mkdtempSync(path.join(os.tmpdir(), 'qbhm-spool-')),
+      ALERT_WEBHOOK_URL: hook.url,
+      ALERT_AFTER_FAILURES: '2',
+      ALERT_REPEAT_MINUTES: '0.05',
+      HEALTH_TOKEN,
+      ...extra,
+    };
+    const migrated = await runQbhealth(['migrate'], env);
+    expect(migrated.code).toBe(0);
+    const refreshToken = sim.addRealm(REALM, 'Amy\'s Bird Sanctuary');
+    const imported = await runQbhealth(['import-tokens', '--realm-id', REALM], env, { stdin: refreshToken });
+    expect(imported.code).toBe(0);
+  }
+
+  const rowCount = async (): Promise<number> => Number((await db.query('SELECT count(*) AS n FROM quickbooks_connection_health')).rows[0].n);
+
+  it('records a row per tick, serves health and metrics from memory, and stops cleanly on SIGINT', async () => {
+    await setUp();
+    daemon = spawnDaemon(env);
+    const base = await daemon.url();
+    await daemon.waitFor('probe.succeeded', { count: 3 });
+
+    expect((await fetch(`${base}/health/live`)).status).toBe(200);
+    expect((await fetch(`${base}/health/ready`)).status).toBe(200);
+    const anonymous = await fetch(`${base}/health`);
+    expect(anonymous.status).toBe(200);
+    expect(await anonymous.json()).toEqual({ status: 'pass' });
+    const detailed = await fetch(`${base}/health`, { headers: { authorization: `Bearer ${HEALTH_TOKEN}` } });
+    expect(detailed.headers.get('content-type')).toBe('application/health+json');
+    const doc = (await detailed.json()) as { status: string; checks: Record<string, Array<Record<string, unknown>>> };
+    expect(doc.status).toBe('pass');
+    expect(doc.checks['quickbooks:connection']).toEqual([expect.objectContaining({ componentId: REALM, status: 'pass', observedValue: 'ok' })]);
+    expect(doc.checks['postgres:connection']?.[0]?.status).toBe('pass');
+    expect((await fetch(`${base}/metrics`)).status).toBe(401);
+    const metrics = await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${HEALTH_TOKEN}` } })).text();
+    expect(metrics).toContain(`probe_success{realm_id="${REALM}"} 1`);
+    expect(metrics).toMatch(/qbhealth_spool_pending 0/);
+    expect(metrics).toMatch(/process_resident_memory_bytes \d+/);
+    expect((await fetch(`${base}/nowhere`)).status).toBe(404);
+
+    const exit = await daemon.stop('SIGINT');
+    expect(exit.code).toBe(0);
+    expect(daemon.events('daemon.stopped')).toHaveLength(1);
+    const probes = daemon.events('probe.succeeded').length + daemon.events('probe.failed').length;
+    expect(await rowCount()).toBe(probes);
+    const everything = daemon.lines.map((l) => JSON.stringify(l)).join('\n') + daemon.stderr() + metrics + JSON.stringify(doc);
+    for (const secret of [...sim.issuedTokens(), CLIENT_SECRET, KEY_B64, HEALTH_TOKEN]) expect(everything).not.toContain(secret);
+    expect(daemon.events('test.unparseable')).toEqual([]);
+  });
+
+  it('an API outage raises one alert after the threshold, reminds, and resolves on recovery', async () => {
+    await setUp();
+    daemon = spawnDaemon(env);
+    await daemon.waitFor('probe.succeeded');
+    sim.scenario = 'outage';
+    const raised = await daemon.waitFor('alert.raised');
+    expect(raised).toMatchObject({ kind: 'quickbooks_api', realmId: REALM, severity: 'critical', consecutiveFailures: 2 });
+    expect(daemon.events('probe.failed').length).toBeGreaterThanOrEqual(2);
+    await daemon.waitFor('alert.repeated');
+    sim.scenario = 'healthy';
+    const resolved = await daemon.waitFor('alert.resolved');
+    expect(resolved).toMatchObject({ kind: 'quickbooks_api', realmId: REALM });
+    expect(daemon.events('alert.raised')).toHaveLength(1);
+    await hook.waitFor('alert.resolved', 'quickbooks_api');
+    const sent = hook.bodies.map((b) => b.event);
+    expect(sent[0]).toBe('alert.raised');
+    expect(sent.at(-1)).toBe('alert.resolved');
+    expect(sent).toContain('alert.repeated');
+    expect(hook.bodies[0]).toMatchObject({ kind: 'quickbooks_api', realmId: REALM, severity: 'critical', text: expect.stringContaining('server_error') });
+    // Persisted at the end of the cycle that resolved it.
+    await eventually(async () => {
+      const row = (await db.query('SELECT state, consecutive_failures FROM quickbooks_alert_state WHERE realm_id = $1 AND kind = $2', [REALM, 'quickbooks_api'])).rows[0];
+      expect(row).toEqual({ state: 'resolved', consecutive_failures: 0 });
+    });
+  });
+
+  it('invalid_grant raises a critical alert at once, telling the operator to reconnect', async () => {
+    await setUp({ ALERT_AFTER_FAILURES: '5' });
+    daemon = spawnDaemon(env);
+    await daemon.waitFor('probe.succeeded');
+    sim.scenario = 'revoked';
+    sim.expireAccessTokens();
+    const raised = await daemon.waitFor('alert.raised');
+    expect(raised).toMatchObject({ kind: 'quickbooks_auth', severity: 'critical', consecutiveFailures: 1, summary: expect.stringContaining('qbhealth connect') });
+    expect(await hook.waitFor('alert.raised', 'quickbooks_auth')).toMatchObject({ severity: 'critical', realmId: REALM, summary: expect.stringContaining('qbhealth connect') });
+  });
+});
