@@ -74,6 +74,11 @@ describe('the daemon, end to end', () => {
     expect(imported.code).toBe(0);
   }
 
+  const loggedProbeIds = (d: RunningDaemon, from = 0): string[] =>
+    d.lines.slice(from).filter((l) => l.event === 'probe.succeeded' || l.event === 'probe.failed').map((l) => String(l.probeId));
+  const rowProbeIds = async (query: TestDatabase['query'] = (t, p) => db.query(t, p)): Promise<string[]> =>
+    (await query<{ probe_id: string }>('SELECT probe_id FROM quickbooks_connection_health ORDER BY id')).rows.map((r) => r.probe_id);
+
   const rowCount = async (): Promise<number> => Number((await db.query('SELECT count(*) AS n FROM quickbooks_connection_health')).rows[0].n);
 
   it('records a row per tick, serves health and metrics from memory, and stops cleanly on SIGINT', async () => {
@@ -145,5 +150,47 @@ describe('the daemon, end to end', () => {
     const raised = await daemon.waitFor('alert.raised');
     expect(raised).toMatchObject({ kind: 'quickbooks_auth', severity: 'critical', consecutiveFailures: 1, summary: expect.stringContaining('qbhealth connect') });
     expect(await hook.waitFor('alert.raised', 'quickbooks_auth')).toMatchObject({ severity: 'critical', realmId: REALM, summary: expect.stringContaining('qbhealth connect') });
+  });
+
+  it('a dropped health table raises a schema alert naming it; after `qbhealth migrate` the spool is replayed', async () => {
+    await setUp();
+    daemon = spawnDaemon(env);
+    await daemon.waitFor('probe.succeeded', { count: 2 });
+    await db.query('DROP TABLE quickbooks_connection_health');
+    const from = daemon.lines.length;
+    const raised = await daemon.waitFor('alert.raised', { where: (l) => l.kind === 'schema' });
+    expect(raised).toMatchObject({ severity: 'critical', summary: expect.stringMatching(/quickbooks_connection_health.*qbhealth migrate/) });
+    await daemon.waitFor('spool.appended');
+    await eventually(async () => expect((await fetch(`${await daemon!.url()}/health/ready`)).status).toBe(503));
+
+    const migrated = await runQbhealth(['migrate'], env);
+    expect(migrated.code).toBe(0);
+    await daemon.waitFor('spool.replayed', { where: (l) => Number(l.count) > 0 });
+    await daemon.waitFor('alert.resolved', { where: (l) => l.kind === 'schema' });
+    await eventually(async () => expect((await fetch(`${await daemon!.url()}/health/ready`)).status).toBe(200));
+    expect((await daemon.stop('SIGINT')).code).toBe(0);
+    // Everything probed after the drop is in the re-created table, spooled results included.
+    const rows = new Set(await rowProbeIds());
+    const after = loggedProbeIds(daemon, from);
+    expect(after.length).toBeGreaterThan(0);
+    expect(after.filter((id) => !rows.has(id))).toEqual([]);
+  });
+
+  it('SIGINT during a slow probe: the probe finishes within its deadline, is recorded, and the exit is 0', async () => {
+    await setUp({ PROBE_TIMEOUT_MS: '4000', PROBE_SCHEDULE: '*/2 * * * * *' });
+    daemon = spawnDaemon(env);
+    await daemon.waitFor('probe.succeeded');
+    sim.latencyMs = 1500;
+    await eventually(async () => expect(sim.stats.inFlight).toBeGreaterThan(0), 10_000);
+    daemon.child.kill('SIGINT');
+    const stopping = await daemon.waitFor('daemon.stopping');
+    expect(stopping.inFlight).toBe(true);
+    const exit = await daemon.exited;
+    sim.latencyMs = 0;
+    expect(exit.code).toBe(0);
+    const stopped = await daemon.waitFor('daemon.stopped');
+    // Well within PM2's kill_timeout (20 s): the probe deadline plus the flush.
+    expect(Date.parse(String(stopped.time)) - Date.parse(String(stopping.time))).toBeLessThan(20_000);
+    expect(new Set(await rowProbeIds())).toEqual(new Set(loggedProbeIds(daemon)));
   });
 });

@@ -103,12 +103,12 @@ export class Prober {
     };
     if (failure) {
       this.log.warn(
-        { event: LogEvent.probeFailed, realmId, errorCode: code, httpStatus: result.httpStatus, intuitTid: result.intuitTid, latencyMs: result.latencyMs, err: failure },
+        { event: LogEvent.probeFailed, probeId: result.probeId, realmId, errorCode: code, httpStatus: result.httpStatus, intuitTid: result.intuitTid, latencyMs: result.latencyMs, err: failure },
         `probe failed: ${result.error}`,
       );
     } else {
       this.log.info(
-        { event: LogEvent.probeSucceeded, realmId, status: result.status, latencyMs: result.latencyMs, intuitTid: result.intuitTid, refreshTokenExpiresAt },
+        { event: LogEvent.probeSucceeded, probeId: result.probeId, realmId, status: result.status, latencyMs: result.latencyMs, intuitTid: result.intuitTid, refreshTokenExpiresAt },
         'probe succeeded',
       );
     }

@@ -47,6 +47,8 @@ export interface SimulatorStats {
   apiCalls: number;
   codeExchanges: number;
   revocations: number;
+  /** Requests received and not yet answered (latency and the slow scenario hold them). */
+  inFlight: number;
 }
 
 export interface Simulator {
@@ -99,7 +101,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
   const realms = new Map<string, RealmState>();
   const codes = new Map<string, string>();
   const issued: string[] = [];
-  const stats: SimulatorStats = { refreshes: 0, refreshFailures: 0, apiCalls: 0, codeExchanges: 0, revocations: 0 };
+  const stats: SimulatorStats = { refreshes: 0, refreshFailures: 0, apiCalls: 0, codeExchanges: 0, revocations: 0, inFlight: 0 };
   const accessTtl = opts.accessTokenTtlSeconds ?? 3600;
   const refreshTtl = opts.refreshTokenTtlSeconds ?? 8_726_400;
   const hardTtl = opts.hardExpirySeconds ?? 5 * 365 * 86_400;
@@ -207,6 +209,8 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
 
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://simulator');
+    stats.inFlight++;
+    res.once('close', () => stats.inFlight--);
     const respond = async (): Promise<void> => {
       if (state.scenario === 'slow') await new Promise((r) => setTimeout(r, opts.slowMs ?? 60_000));
       else if (state.latencyMs > 0) await new Promise((r) => setTimeout(r, state.latencyMs));
