@@ -1,0 +1,178 @@
+import { randomUUID } from 'node:crypto';
+import { appendFileSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPool, type Pool } from '../src/db/pool.js';
+import { insertProbeResults } from '../src/db/queries.js';
+import { Escalator } from '../src/escalate/escalator.js';
+import { WebhookNotifier } from '../src/escalate/notifier.js';
+import type { ProbeResult } from '../src/probe/result.js';
+import { FatalError, Recorder, type DbOutcome } from '../src/recorder/recorder.js';
+import { CURRENT_FILE, Spool } from '../src/recorder/spool.js';
+import type { TestDatabase } from './support/db.js';
+import { captureLog } from './support/log.js';
+import { migratedDatabase } from './support/qbo.js';
+
+const result = (i: number, realmId = '111'): ProbeResult => ({
+  probeId: randomUUID(),
+  realmId,
+  checkedAt: new Date(Date.UTC(2026, 10, 23, 12, 0, i)),
+  connected: i % 2 === 0,
+  status: i % 2 === 0 ? 'pass' : 'fail',
+  errorCode: i % 2 === 0 ? 'ok' : 'server_error',
+  error: i % 2 === 0 ? undefined : 'Intuit HTTP 503',
+  httpStatus: i % 2 === 0 ? 200 : 503,
+  latencyMs: 40 + i,
+  intuitTid: `tid-${i}`,
+  refreshTokenExpiresAt: new Date(Date.UTC(2027, 0, 1)),
+  companyName: 'Spool Co',
+});
+
+const spoolDir = (): string => mkdtempSync(path.join(os.tmpdir(), 'qbhm-spool-test-'));
+
+let db: TestDatabase;
+let pool: Pool;
+beforeAll(async () => {
+  db = await migratedDatabase();
+  pool = createPool({ databaseUrl: db.url, applicationName: 'test' }, pino({ level: 'silent' }));
+});
+afterAll(async () => {
+  await pool?.end();
+  await db?.drop();
+});
+
+const rows = async (): Promise<Array<{ probe_id: string; checked_at: Date; error_code: string }>> =>
+  (await db.query<{ probe_id: string; checked_at: Date; error_code: string }>('SELECT probe_id, checked_at, error_code FROM quickbooks_connection_health ORDER BY id')).rows;
+
+describe('the spool', () => {
+  it('replays in order, skips and reports a torn last line, and a second replay after a crash inserts nothing twice', async () => {
+    await db.query('TRUNCATE quickbooks_connection_health');
+    const capture = captureLog('debug');
+    const dir = spoolDir();
+    const spool = new Spool(dir, capture.log, 2);
+    await spool.open();
+    const written = Array.from({ length: 5 }, (_, i) => result(i));
+    await spool.append(written.slice(0, 3));
+    await spool.append(written.slice(3));
+    await spool.close();
+    appendFileSync(path.join(dir, CURRENT_FILE), '{"probeId":"torn-by-a-cra');
+    expect(capture.byEvent('spool.appended')).toHaveLength(2);
+
+    // A restart finds 5 complete lines and a torn one; the first replay dies after one batch.
+    const again = new Spool(dir, capture.log, 2);
+    expect(await again.open()).toBe(6);
+    let batches = 0;
+    await expect(
+      again.replay(async (batch) => {
+        if (++batches === 2) throw new Error('connection terminated');
+        return insertProbeResults(pool, batch);
+      }),
+    ).rejects.toThrow('connection terminated');
+    expect((await rows()).length).toBe(2);
+
+    const outcome = await again.replay((batch) => insertProbeResults(pool, batch));
+    expect(outcome).toEqual({ replayed: 5, inserted: 3, skipped: 1 });
+    expect((await rows()).map((r) => r.probe_id)).toEqual(written.map((r) => r.probeId));
+    expect((await rows())[1]?.checked_at.getTime()).toBe(written[1]?.checkedAt.getTime());
+    expect(again.pending).toBe(0);
+    expect(readdirSync(dir)).toEqual([]);
+    expect(capture.byEvent('spool.replayed')).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ skipped: true, msg: expect.stringContaining('torn last line') }),
+        expect.objectContaining({ count: 5, inserted: 3, skipped: 1 }),
+      ]),
+    );
+  });
+});
+
+describe('the recorder', () => {
+  it('spools while the database refuses, then replays before the next write, keeping order', async () => {
+    await db.query('TRUNCATE quickbooks_connection_health');
+    const capture = captureLog('debug');
+    const spool = new Spool(spoolDir(), capture.log);
+    await spool.open();
+    const outcomes: DbOutcome[] = [];
+    const recorder = new Recorder(pool, spool, capture.log, (o) => outcomes.push(o));
+    const first = result(0);
+    expect(await recorder.record(first)).toBe('database');
+
+    await db.query('ALTER TABLE quickbooks_connection_health RENAME TO quickbooks_connection_health_away');
+    const held = [result(1), result(2)];
+    expect(await Promise.all(held.map((r) => recorder.record(r)))).toEqual(['spool', 'spool']);
+    expect(outcomes.at(-1)).toMatchObject({ ok: false, kind: 'schema', summary: expect.stringMatching(/quickbooks_connection_health.*qbhealth migrate/) });
+    expect(capture.byEvent('db.write_failed')[0]).toMatchObject({ level: 50, kind: 'schema' });
+    expect(spool.pending).toBe(2);
+
+    await db.query('ALTER TABLE quickbooks_connection_health_away RENAME TO quickbooks_connection_health');
+    const last = result(3);
+    expect(await recorder.record(last)).toBe('database');
+    expect((await rows()).map((r) => r.probe_id)).toEqual([first, ...held, last].map((r) => r.probeId));
+    expect(spool.pending).toBe(0);
+    expect(outcomes.at(-1)).toEqual({ ok: true });
+  });
+
+  it('fails with a FatalError (exit 75) when neither the database nor the spool can take a result', async () => {
+    const capture = captureLog('debug');
+    const notADirectory = path.join(spoolDir(), 'file');
+    writeFileSync(notADirectory, '');
+    const spool = new Spool(path.join(notADirectory, 'spool'), capture.log);
+    const dead = createPool({ databaseUrl: 'postgres://nobody:x@127.0.0.1:1/none', applicationName: 'test', connectionTimeoutMs: 500 }, capture.log);
+    try {
+      const recorder = new Recorder(dead, spool, capture.log, () => undefined);
+      const failure = await recorder.record(result(0)).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(failure).toBeInstanceOf(FatalError);
+      expect(failure).toMatchObject({ exitCode: 75, message: expect.stringContaining('neither PostgreSQL nor the spool') });
+    } finally {
+      await dead.end();
+    }
+  });
+});
+
+describe('escalation', () => {
+  const options = { alertAfterFailures: 3, alertRepeatMinutes: 10 };
+
+  it('warns below the threshold, raises once at it, reminds on schedule, resolves on success, and a restart neither re-pages nor forgets', async () => {
+    await db.query('TRUNCATE quickbooks_alert_state');
+    const capture = captureLog('debug');
+    let now = new Date('2026-11-23T10:00:00Z');
+    const notifier = new WebhookNotifier(undefined, capture.log);
+    const first = new Escalator(pool, notifier, capture.log, options, () => now);
+    const failure = { severity: 'critical' as const, summary: 'API failing: {count} consecutive probes failed' };
+    first.fail('42', 'quickbooks_api', failure);
+    first.fail('42', 'quickbooks_api', failure);
+    expect(capture.byEvent('alert.raised')).toHaveLength(0);
+    first.fail('42', 'quickbooks_api', failure);
+    expect(capture.byEvent('alert.raised')).toEqual([expect.objectContaining({ level: 50, kind: 'quickbooks_api', realmId: '42', consecutiveFailures: 3, summary: 'API failing: 3 consecutive probes failed' })]);
+    now = new Date(now.getTime() + 5 * 60_000);
+    first.fail('42', 'quickbooks_api', failure);
+    expect(capture.byEvent('alert.repeated')).toHaveLength(0);
+    await first.persist();
+
+    // A restart: the open alert comes back from the table and is not raised again.
+    const second = new Escalator(pool, notifier, capture.log, options, () => now);
+    expect(await second.load()).toBe(1);
+    second.fail('42', 'quickbooks_api', failure);
+    expect(capture.byEvent('alert.raised')).toHaveLength(1);
+    now = new Date(now.getTime() + 10 * 60_000);
+    second.fail('42', 'quickbooks_api', failure);
+    expect(capture.byEvent('alert.repeated')).toEqual([expect.objectContaining({ consecutiveFailures: 6 })]);
+    second.succeed('42', 'quickbooks_api');
+    expect(capture.byEvent('alert.resolved')).toEqual([expect.objectContaining({ level: 30, kind: 'quickbooks_api' })]);
+    await second.persist();
+    const row = (await db.query("SELECT state, consecutive_failures, resolved_at FROM quickbooks_alert_state WHERE realm_id = '42'")).rows[0];
+    expect(row).toMatchObject({ state: 'resolved', consecutive_failures: 0 });
+    expect(row.resolved_at).toEqual(now);
+  });
+
+  it('raises an immediate failure at once', async () => {
+    const capture = captureLog('debug');
+    const escalator = new Escalator(pool, new WebhookNotifier(undefined, capture.log), capture.log, options);
+    escalator.fail('', 'schema', { severity: 'critical', immediate: true, summary: 'relation "quickbooks_connection_health" does not exist: run `qbhealth migrate`' });
+    expect(capture.byEvent('alert.raised')).toEqual([expect.objectContaining({ kind: 'schema', realmId: null, consecutiveFailures: 1 })]);
+  });
+});
