@@ -193,4 +193,34 @@ describe('the daemon, end to end', () => {
     expect(Date.parse(String(stopped.time)) - Date.parse(String(stopping.time))).toBeLessThan(20_000);
     expect(new Set(await rowProbeIds())).toEqual(new Set(loggedProbeIds(daemon)));
   });
+
+  it('a refresh token closer to expiry than REFRESH_TOKEN_WARN_DAYS raises a warning at once, and /health says warn', async () => {
+    // The simulator's rolling expiry is 101 days away; warn at 200.
+    await setUp({ REFRESH_TOKEN_WARN_DAYS: '200' });
+    daemon = spawnDaemon(env);
+    const raised = await daemon.waitFor('alert.raised', { where: (l) => l.kind === 'refresh_token_expiry' });
+    expect(raised).toMatchObject({ severity: 'warning', realmId: REALM, summary: expect.stringMatching(/expires in 10\d day\(s\).*qbhealth connect/) });
+    const doc = (await (await fetch(`${await daemon.url()}/health`, { headers: { authorization: `Bearer ${HEALTH_TOKEN}` } })).json()) as { status: string };
+    expect(doc.status).toBe('warn');
+    expect(daemon.events('probe.succeeded').at(-1)).toMatchObject({ status: 'warn' });
+  });
+
+  it('start-up failures exit with the contract\'s codes and say what to do: 78 config, 75 database down, 65 schema', async () => {
+    const invalid = spawnDaemon({ DATABASE_URL: 'mysql://x', TOKEN_ENCRYPTION_KEY: 'short' });
+    expect((await invalid.exited).code).toBe(78);
+    expect(invalid.events('config.invalid')[0]).toMatchObject({ level: 60, problems: expect.arrayContaining([expect.stringMatching(/^DATABASE_URL/), expect.stringMatching(/^QBO_CLIENT_ID/)]) });
+    expect(invalid.stderr()).toContain('configuration invalid');
+
+    db = await createTestDatabase();
+    const base = { ...simulatorEnv(db.url, sim), PORT: '0', HOST: '127.0.0.1', SPOOL_DIR: mkdtempSync(path.join(os.tmpdir(), 'qbhm-spool-')) };
+    const down = spawnDaemon({ ...base, DATABASE_URL: 'postgres://postgres:x@127.0.0.1:1/none' });
+    expect((await down.exited).code).toBe(75);
+    expect(down.events('daemon.fatal')[0]?.msg).toMatch(/PostgreSQL is unreachable \(ECONNREFUSED.*this is retried/);
+
+    const unmigrated = spawnDaemon({ ...base, MIGRATE_ON_START: 'false' });
+    expect((await unmigrated.exited).code).toBe(65);
+    const invalidSchema = unmigrated.events('schema.invalid');
+    expect(invalidSchema[0]).toMatchObject({ level: 60, problems: expect.arrayContaining(['missing table quickbooks_connection_health']) });
+    expect(invalidSchema.at(-1)?.msg).toMatch(/qbhealth migrate/);
+  });
 });
