@@ -205,6 +205,25 @@ describe('the daemon, end to end', () => {
     expect(daemon.events('probe.succeeded').at(-1)).toMatchObject({ status: 'warn' });
   });
 
+  it('a cycle still running at the next tick is logged as an overlap, and a second SIGINT exits at once', async () => {
+    await setUp({ PROBE_TIMEOUT_MS: '8000' });
+    daemon = spawnDaemon(env);
+    await daemon.waitFor('probe.succeeded');
+    sim.latencyMs = 2500;
+    try {
+      await daemon.waitFor('scheduler.overlap');
+      daemon.child.kill('SIGINT');
+      await daemon.waitFor('daemon.stopping');
+      daemon.child.kill('SIGINT');
+      const exit = await daemon.exited;
+      expect(exit.code).toBe(1);
+      expect(daemon.events('daemon.stopping').at(-1)?.msg).toMatch(/second SIGINT: exiting now/);
+      expect(daemon.events('daemon.stopped')).toEqual([]);
+    } finally {
+      sim.latencyMs = 0;
+    }
+  });
+
   it('start-up failures exit with the contract\'s codes and say what to do: 78 config, 75 database down, 65 schema', async () => {
     const invalid = spawnDaemon({ DATABASE_URL: 'mysql://x', TOKEN_ENCRYPTION_KEY: 'short' });
     expect((await invalid.exited).code).toBe(78);
