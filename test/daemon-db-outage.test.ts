@@ -10,8 +10,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { freePort, startEmbeddedPostgres, type RunningPostgres } from '../src/dev/embedded-postgres.js';
 import { startSimulator, type Simulator } from '../src/simulator/simulator.js';
 import { runQbhealth } from './support/cli.js';
-import { spawnDaemon, webhookReceiver, type RunningDaemon, type WebhookReceiver } from './support/daemon.js';
-import { simulatorEnv, CLIENT_ID, CLIENT_SECRET } from './support/qbo.js';
+import { daemonEnv, spawnDaemon, webhookReceiver, type RunningDaemon, type WebhookReceiver } from './support/daemon.js';
+import { CLIENT_ID, CLIENT_SECRET } from './support/qbo.js';
 
 const REALM = '9130355377';
 const PASSWORD = 'outage-test-password';
@@ -44,12 +44,7 @@ afterAll(async () => {
 
 it('PostgreSQL stopped mid-run: results spooled, readiness 503, a database alert; back: the spool is replayed and every probe has its row', async () => {
   const env = {
-    ...simulatorEnv(server!.url, sim),
-    PROBE_SCHEDULE: '* * * * * *',
-    PROBE_TIMEOUT_MS: '3000',
-    HOST: '127.0.0.1',
-    PORT: '0',
-    SPOOL_DIR: mkdtempSync(path.join(os.tmpdir(), 'qbhm-spool-')),
+    ...daemonEnv(server!.url, sim),
     ALERT_WEBHOOK_URL: hook.url,
     ALERT_AFTER_FAILURES: '2',
   };

@@ -2,15 +2,12 @@
  * End to end: the built daemon (node dist/main.js) against PostgreSQL and the Intuit simulator,
  * observed only from outside: its log lines, its HTTP endpoints, the database and the webhook.
  */
-import { mkdtempSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startSimulator, type Simulator } from '../src/simulator/simulator.js';
 import { runQbhealth } from './support/cli.js';
-import { spawnDaemon, webhookReceiver, type RunningDaemon, type WebhookReceiver } from './support/daemon.js';
+import { daemonEnv, spawnDaemon, webhookReceiver, type RunningDaemon, type WebhookReceiver } from './support/daemon.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
-import { CLIENT_ID, CLIENT_SECRET, KEY_B64, simulatorEnv } from './support/qbo.js';
+import { CLIENT_ID, CLIENT_SECRET, KEY_B64 } from './support/qbo.js';
 
 const REALM = '9341452222';
 
@@ -55,12 +52,7 @@ describe('the daemon, end to end', () => {
   async function setUp(extra: Record<string, string> = {}): Promise<void> {
     db = await createTestDatabase();
     env = {
-      ...simulatorEnv(db.url, sim),
-      PROBE_SCHEDULE: '* * * * * *',
-      PROBE_TIMEOUT_MS: '3000',
-      HOST: '127.0.0.1',
-      PORT: '0',
-      SPOOL_DIR: mkdtempSync(path.join(os.tmpdir(), 'qbhm-spool-')),
+      ...daemonEnv(db.url, sim),
       ALERT_WEBHOOK_URL: hook.url,
       ALERT_AFTER_FAILURES: '2',
       ALERT_REPEAT_MINUTES: '0.05',
@@ -231,7 +223,7 @@ describe('the daemon, end to end', () => {
     expect(invalid.stderr()).toContain('configuration invalid');
 
     db = await createTestDatabase();
-    const base = { ...simulatorEnv(db.url, sim), PORT: '0', HOST: '127.0.0.1', SPOOL_DIR: mkdtempSync(path.join(os.tmpdir(), 'qbhm-spool-')) };
+    const base = daemonEnv(db.url, sim);
     const down = spawnDaemon({ ...base, DATABASE_URL: 'postgres://postgres:x@127.0.0.1:1/none' });
     expect((await down.exited).code).toBe(75);
     expect(down.events('daemon.fatal')[0]?.msg).toMatch(/PostgreSQL is unreachable \(ECONNREFUSED.*this is retried/);

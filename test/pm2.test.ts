@@ -8,7 +8,8 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startSimulator, type Simulator } from '../src/simulator/simulator.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
-import { CLIENT_ID, CLIENT_SECRET, simulatorEnv } from './support/qbo.js';
+import { daemonEnv } from './support/daemon.js';
+import { CLIENT_ID, CLIENT_SECRET } from './support/qbo.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PM2 = path.join(ROOT, 'node_modules', 'pm2', 'bin', 'pm2');
@@ -22,15 +23,10 @@ beforeAll(async () => {
   sim = await startSimulator({ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
   db = await createTestDatabase();
   env = {
-    ...simulatorEnv(db.url, sim),
+    ...daemonEnv(db.url, sim),
     PATH: process.env.PATH ?? '',
     HOME: mkdtempSync(path.join(os.tmpdir(), 'qbhm-home-')),
     PM2_HOME: mkdtempSync(path.join(os.tmpdir(), 'qbhm-pm2-')),
-    PROBE_SCHEDULE: '* * * * * *',
-    PROBE_TIMEOUT_MS: '3000',
-    HOST: '127.0.0.1',
-    PORT: '0',
-    SPOOL_DIR: mkdtempSync(path.join(os.tmpdir(), 'qbhm-spool-')),
   };
 });
 

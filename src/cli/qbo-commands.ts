@@ -4,7 +4,8 @@ import { ExitCode, OperatorError } from '../errors.js';
 import type { ProbeResult } from '../probe/result.js';
 import { deadlineSignal } from '../quickbooks/token-store.js';
 import { ErrorCode, IntuitFailure } from '../quickbooks/outcome.js';
-import { connectionFailure, isDatabaseUnavailable, sqlState, SqlState } from '../db/pool.js';
+import { connectionFailure, isDatabaseUnavailable, isSchemaGap } from '../db/pool.js';
+import { forEachLimited } from '../for-each-limited.js';
 import { writeLine, type CliIO, type Command } from './command.js';
 import { withRuntime } from './runtime.js';
 
@@ -38,8 +39,7 @@ export function intuitExitCode(failure: IntuitFailure): ExitCode {
  */
 export function databaseFailure(err: unknown): OperatorError | undefined {
   if (err instanceof OperatorError) return err;
-  const code = sqlState(err);
-  if (code === SqlState.undefinedTable || code === SqlState.undefinedColumn) {
+  if (isSchemaGap(err)) {
     return new OperatorError(`the database schema is incomplete (${(err as Error).message}); run \`qbhealth migrate\``, ExitCode.schemaMismatch, { cause: err });
   }
   return isDatabaseUnavailable(err) ? connectionFailure(err) : undefined;
@@ -120,17 +120,11 @@ export const probeCommand: Command = {
           return ExitCode.probeFailing;
         }
         const results: ProbeResult[] = [];
-        let next = 0;
-        const worker = async (): Promise<void> => {
-          while (next < realms.length) {
-            const realm = realms[next++];
-            if (!realm) break;
-            const result = await prober.probeRealm(realm.realmId);
-            await insertProbeResult(pool, result);
-            results.push(result);
-          }
-        };
-        await Promise.all(Array.from({ length: Math.min(config.probeConcurrency, realms.length) }, worker));
+        await forEachLimited(realms, config.probeConcurrency, async (realm) => {
+          const result = await prober.probeRealm(realm.realmId);
+          await insertProbeResult(pool, result);
+          results.push(result);
+        });
         results.sort((a, b) => a.realmId.localeCompare(b.realmId));
         for (const r of results) writeLine(io.stdout, io.secrets, formatResult(r));
         return results.every((r) => r.connected) ? ExitCode.ok : ExitCode.probeFailing;

@@ -6,7 +6,8 @@
 import { access, constants } from 'node:fs/promises';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Config } from '../config.js';
-import { createPool, isDatabaseUnavailable, sqlState, SqlState, withClient, type Pool } from '../db/pool.js';
+import { createPool, isDatabaseUnavailable, isSchemaGap, withClient, type Pool } from '../db/pool.js';
+import { forEachLimited } from '../for-each-limited.js';
 import { migrate } from '../db/migrate.js';
 import { pruneHistory } from '../db/prune.js';
 import { describeProblem, verifySchema } from '../db/verify.js';
@@ -31,23 +32,6 @@ const DAY_MS = 86_400_000;
 export const PRUNE_SCHEDULE = '17 3 * * *';
 const DB_CHECK_INTERVAL_MS = 5000;
 const HEARTBEAT_MS = 1000;
-
-/** Runs `work` over `items` with at most `limit` at once. */
-async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const item = items[next++] as T;
-      await work(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
-
-const isSchemaError = (err: unknown): boolean => {
-  const code = sqlState(err);
-  return code === SqlState.undefinedTable || code === SqlState.undefinedColumn;
-};
 
 export class Daemon {
   readonly state = new HealthState();
@@ -212,7 +196,7 @@ export class Daemon {
   private markDb(reachable: boolean, error: string | undefined): void {
     const was = this.state.db.reachable;
     this.state.db = { reachable, checkedAt: new Date(), error };
-    if (reachable && !was && this.state.db.checkedAt && this.tasks.length > 0) this.log.info({ event: LogEvent.dbRecovered }, 'PostgreSQL is reachable again');
+    if (reachable && !was && this.tasks.length > 0) this.log.info({ event: LogEvent.dbRecovered }, 'PostgreSQL is reachable again');
   }
 
   /** Database outcomes within one cycle (or check) count once: the worst one. */
@@ -272,7 +256,7 @@ export class Daemon {
     try {
       this.knownRealms = (await this.store.listRealms()).map((r) => r.realmId);
     } catch (err) {
-      if (!isDatabaseUnavailable(err) && !isSchemaError(err)) throw err;
+      if (!isDatabaseUnavailable(err) && !isSchemaGap(err)) throw err;
       this.log.warn({ event: LogEvent.dbReadFailed, err, realms: this.knownRealms.length }, 'cannot list realms from PostgreSQL; probing the realms known before');
       this.noteDbOutcome(describeDbFailure(err));
     }
@@ -290,7 +274,7 @@ export class Daemon {
       try {
         result = await this.prober.probeRealm(realmId);
       } catch (err) {
-        if (isDatabaseUnavailable(err) || isSchemaError(err)) {
+        if (isDatabaseUnavailable(err) || isSchemaGap(err)) {
           this.log.warn({ event: LogEvent.probeSkipped, realmId, err }, 'probe skipped: PostgreSQL is needed to read or rotate this realm\'s tokens');
           this.noteDbOutcome(describeDbFailure(err));
         } else {
@@ -373,8 +357,7 @@ export class Daemon {
     this.stopping ??= (async () => {
       this.state.shuttingDown = true;
       this.log.info({ event: LogEvent.daemonStopping, reason, inFlight: this.cycle !== undefined }, `stopping (${reason})`);
-      for (const task of this.tasks) await task.destroy();
-      this.tasks = [];
+      await this.stopScheduler();
       // In-flight probes end within PROBE_TIMEOUT_MS; realms not yet started are not started.
       await this.cycle;
       await this.recorder.flush();
@@ -386,11 +369,16 @@ export class Daemon {
     return this.stopping;
   }
 
+  private async stopScheduler(): Promise<void> {
+    const tasks = this.tasks;
+    this.tasks = [];
+    for (const task of tasks) await task.destroy();
+  }
+
   private async release(): Promise<void> {
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
-    for (const task of this.tasks) await task.destroy();
-    this.tasks = [];
+    await this.stopScheduler();
     await this.spool.close();
     await this.server.close();
     await this.pool.end();

@@ -56,6 +56,12 @@ export function sqlState(err: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined;
 }
 
+/** A statement refused because a table or column the code needs is missing (run `qbhealth migrate`). */
+export function isSchemaGap(err: unknown): boolean {
+  const code = sqlState(err);
+  return code === SqlState.undefinedTable || code === SqlState.undefinedColumn;
+}
+
 /**
  * pg's own client-side failures (a dropped socket, a pool that could not connect in time) carry
  * no SQLSTATE; their messages are fixed strings in pg and pg-pool.

@@ -7,7 +7,7 @@
  * alert; while PostgreSQL is down, changes wait in memory and are written when it is back.
  */
 import { alertsTable as A } from '../db/schema.js';
-import type { Pool } from '../db/pool.js';
+import { inTransaction, withClient, type Pool } from '../db/pool.js';
 import { LogEvent, type Logger } from '../log.js';
 import type { AlertNotification, WebhookNotifier } from './notifier.js';
 
@@ -178,44 +178,35 @@ export class Escalator {
   async persist(): Promise<boolean> {
     if (this.dirty.size === 0) return true;
     const keys = [...this.dirty];
-    const client = await this.pool.connect().catch((err: unknown) => {
-      this.log.warn({ event: LogEvent.dbWriteFailed, what: 'alert state', pending: keys.length, err }, 'alert state not saved yet; kept in memory');
-      return undefined;
-    });
-    if (!client) return false;
-    let failed: unknown;
     try {
-      await client.query('BEGIN');
-      for (const k of keys) {
-        const s = this.states.get(k);
-        if (!s) continue;
-        await client.query(UPSERT_SQL, [
-          s.realmId,
-          s.kind,
-          s.severity,
-          s.state,
-          s.consecutiveFailures,
-          s.since,
-          s.lastNotifiedAt ?? null,
-          s.resolvedAt ?? null,
-          s.summary,
-          s.lastError ?? null,
-          s.intuitTid ?? null,
-          this.now(),
-        ]);
-      }
-      await client.query('COMMIT');
-      for (const k of keys) this.dirty.delete(k);
+      await withClient(this.pool, (client) =>
+        inTransaction(client, async () => {
+          for (const k of keys) {
+            const s = this.states.get(k);
+            if (!s) continue;
+            await client.query(UPSERT_SQL, [
+              s.realmId,
+              s.kind,
+              s.severity,
+              s.state,
+              s.consecutiveFailures,
+              s.since,
+              s.lastNotifiedAt ?? null,
+              s.resolvedAt ?? null,
+              s.summary,
+              s.lastError ?? null,
+              s.intuitTid ?? null,
+              this.now(),
+            ]);
+          }
+        }),
+      );
     } catch (err) {
-      failed = err;
       this.log.warn({ event: LogEvent.dbWriteFailed, what: 'alert state', pending: keys.length, err }, 'alert state not saved yet; kept in memory');
-      await client.query('ROLLBACK').catch((rollbackErr: unknown) => {
-        this.log.warn({ event: LogEvent.dbConnectionError, err: rollbackErr }, 'rollback after a failed alert-state write failed');
-      });
-    } finally {
-      client.release(failed instanceof Error ? failed : undefined);
+      return false;
     }
-    return failed === undefined;
+    for (const k of keys) this.dirty.delete(k);
+    return true;
   }
 
   private notify(s: AlertState, event: AlertNotification['event'], at: Date): void {

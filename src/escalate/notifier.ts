@@ -107,7 +107,13 @@ export class WebhookNotifier {
   }
 
   private keep(notification: AlertNotification, err: unknown): void {
-    if (this.stopping.signal.aborted) return;
+    if (this.stopping.signal.aborted) {
+      this.log.error(
+        { event: LogEvent.alertDeliveryFailed, alert: notification.event, kind: notification.kind, realmId: notification.realmId, err },
+        'alert webhook delivery abandoned at shutdown',
+      );
+      return;
+    }
     this.kept.push(notification);
     const dropped = this.kept.length > this.opts.maxKept ? this.kept.splice(0, this.kept.length - this.opts.maxKept) : [];
     this.log.error(

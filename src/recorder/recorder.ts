@@ -6,7 +6,7 @@
  * can take a result does recording fail, with a FatalError the daemon turns into exit 75.
  */
 import { insertProbeResults } from '../db/queries.js';
-import { isDatabaseUnavailable, sqlState, SqlState, type Pool } from '../db/pool.js';
+import { isDatabaseUnavailable, isSchemaGap, sqlState, type Pool } from '../db/pool.js';
 import { coerceError, ExitCode, OperatorError } from '../errors.js';
 import { LogEvent, type Logger } from '../log.js';
 import type { ProbeResult } from '../probe/result.js';
@@ -28,7 +28,7 @@ export class FatalError extends OperatorError {
 export function describeDbFailure(thrown: unknown): DbOutcome & { ok: false } {
   const err = coerceError(thrown);
   const code = sqlState(err);
-  if (code === SqlState.undefinedTable || code === SqlState.undefinedColumn) {
+  if (isSchemaGap(err)) {
     return {
       ok: false,
       kind: 'schema',
@@ -51,16 +51,13 @@ const MAX_BATCH = 500;
 export class Recorder {
   private queue: Pending[] = [];
   private draining: Promise<void> | undefined;
-  private replayNeeded: boolean;
 
   constructor(
     private readonly pool: Pool,
     private readonly spool: Spool,
     private readonly log: Logger,
     private readonly onOutcome: (outcome: DbOutcome) => void,
-  ) {
-    this.replayNeeded = spool.pending > 0;
-  }
+  ) {}
 
   /** Resolves once the result is in the database or fsynced in the spool. */
   record(result: ProbeResult): Promise<'database' | 'spool'> {
@@ -79,10 +76,9 @@ export class Recorder {
 
   /** Replays the spool now if it holds anything (also run after every successful write). */
   async replaySpool(): Promise<boolean> {
-    if (this.spool.pending === 0 && !this.replayNeeded) return true;
+    if (this.spool.pending === 0) return true;
     try {
       await this.spool.replay((batch) => insertProbeResults(this.pool, batch));
-      this.replayNeeded = false;
       return true;
     } catch (err) {
       const failure = describeDbFailure(err);
@@ -106,9 +102,7 @@ export class Recorder {
 
   private async write(results: ProbeResult[]): Promise<'database' | 'spool'> {
     // Spooled results go first, so the table's order follows the probes' order.
-    if (this.spool.pending > 0 || this.replayNeeded) {
-      if (!(await this.replaySpool())) return this.toSpool(results);
-    }
+    if (!(await this.replaySpool())) return this.toSpool(results);
     try {
       await insertProbeResults(this.pool, results);
     } catch (err) {
@@ -130,7 +124,6 @@ export class Recorder {
         { cause: err },
       );
     }
-    this.replayNeeded = true;
     return 'spool';
   }
 }

@@ -3,9 +3,25 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { scratchDir } from './cli.js';
+import { simulatorEnv } from './qbo.js';
 
 export const MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
+
+/** The daemon against `databaseUrl` and the simulator: a tick a second, a free port, its own spool. */
+export function daemonEnv(databaseUrl: string, sim: Parameters<typeof simulatorEnv>[1]): Record<string, string> {
+  return {
+    ...simulatorEnv(databaseUrl, sim),
+    PROBE_SCHEDULE: '* * * * * *',
+    PROBE_TIMEOUT_MS: '3000',
+    HOST: '127.0.0.1',
+    PORT: '0',
+    SPOOL_DIR: mkdtempSync(path.join(os.tmpdir(), 'qbhm-spool-')),
+  };
+}
 
 export type LogLine = Record<string, unknown> & { event?: string; level?: number; msg?: string };
 
