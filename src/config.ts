@@ -15,6 +15,8 @@ export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' |
 export interface DatabaseConfig {
   readonly databaseUrl: string;
   readonly logLevel: LogLevel;
+  /** HISTORY_RETENTION_DAYS: `qbhealth prune` and the daemon's daily prune keep this much. */
+  readonly historyRetentionDays: number;
 }
 
 export interface Config extends DatabaseConfig {
@@ -36,7 +38,6 @@ export interface Config extends DatabaseConfig {
   readonly healthToken: string | undefined;
   readonly spoolDir: string;
   readonly migrateOnStart: boolean;
-  readonly historyRetentionDays: number;
   readonly qboTokenUrl: string;
   readonly qboApiBaseUrl: string;
   readonly qboRevokeUrl: string;
@@ -221,7 +222,8 @@ function parseSchedule(r: Reader): string {
 function parseDatabaseScope(r: Reader): DatabaseConfig | undefined {
   const databaseUrl = parseDatabaseUrl(r);
   const logLevel = r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS);
-  return databaseUrl === undefined ? undefined : { databaseUrl, logLevel };
+  const historyRetentionDays = r.integer('HISTORY_RETENTION_DAYS', 90, 1, 36_500);
+  return databaseUrl === undefined ? undefined : { databaseUrl, logLevel, historyRetentionDays };
 }
 
 function parseFull(r: Reader, cwd: string): Config | undefined {
@@ -248,7 +250,6 @@ function parseFull(r: Reader, cwd: string): Config | undefined {
   }
   const spoolDir = path.resolve(cwd, r.string('SPOOL_DIR', './var/spool'));
   const migrateOnStart = r.boolean('MIGRATE_ON_START', true);
-  const historyRetentionDays = r.integer('HISTORY_RETENTION_DAYS', 90, 1, 36_500);
   const qboTokenUrl = r.httpUrl('QBO_TOKEN_URL', r.string('QBO_TOKEN_URL', INTUIT_TOKEN_URL), { secretValue: false });
   const qboApiBaseUrl = r.httpUrl('QBO_API_BASE_URL', r.string('QBO_API_BASE_URL', INTUIT_API_BASE_URL[qboEnvironment]), {
     secretValue: false,
@@ -287,7 +288,6 @@ function parseFull(r: Reader, cwd: string): Config | undefined {
     healthToken,
     spoolDir,
     migrateOnStart,
-    historyRetentionDays,
     qboTokenUrl,
     qboApiBaseUrl: qboApiBaseUrl.replace(/\/+$/, ''),
     qboRevokeUrl,

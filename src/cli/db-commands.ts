@@ -10,7 +10,7 @@ import { writeLine, type CliIO, type Command } from './command.js';
 import { configProblemsError } from './errors.js';
 
 
-async function withDatabase(io: CliIO, fn: (pool: Pool, log: Logger, config: DatabaseConfig) => Promise<number>): Promise<number> {
+export async function withDatabase(io: CliIO, fn: (pool: Pool, log: Logger, config: DatabaseConfig) => Promise<number>): Promise<number> {
   const parsed = parseConfig(io.env, 'database', io.cwd);
   io.secrets.add(...parsed.secrets);
   if (!parsed.ok) throw configProblemsError(parsed.problems);

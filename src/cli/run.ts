@@ -5,8 +5,18 @@ import { writeLine, type CliIO, type Command } from './command.js';
 import { checkSchemaCommand, migrateCommand } from './db-commands.js';
 import { connectCommand, disconnectCommand } from './connect-commands.js';
 import { importTokensCommand, probeCommand } from './qbo-commands.js';
+import { pruneCommand, statusCommand } from './status-commands.js';
 
-export const COMMANDS: readonly Command[] = [migrateCommand, checkSchemaCommand, connectCommand, importTokensCommand, probeCommand, disconnectCommand];
+export const COMMANDS: readonly Command[] = [
+  statusCommand,
+  probeCommand,
+  connectCommand,
+  importTokensCommand,
+  disconnectCommand,
+  migrateCommand,
+  checkSchemaCommand,
+  pruneCommand,
+];
 
 export function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
