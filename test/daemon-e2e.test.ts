@@ -4,6 +4,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startSimulator, type Simulator } from '../src/simulator/simulator.js';
+import type { StatusReport } from '../src/db/status.js';
 import { runQbhealth } from './support/cli.js';
 import { daemonEnv, spawnDaemon, webhookReceiver, type RunningDaemon, type WebhookReceiver } from './support/daemon.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
@@ -97,12 +98,30 @@ describe('the daemon, end to end', () => {
     expect(metrics).toMatch(/process_resident_memory_bytes \d+/);
     expect((await fetch(`${base}/nowhere`)).status).toBe(404);
 
+    // GET /status: the `qbhealth status --json` document, behind HEALTH_TOKEN.
+    const auth = { headers: { authorization: `Bearer ${HEALTH_TOKEN}` } };
+    expect((await fetch(`${base}/status`)).status).toBe(401);
+    const statusRes = await fetch(`${base}/status?since=1h&realmId=${REALM}`, auth);
+    expect(statusRes.status).toBe(200);
+    const served = (await statusRes.json()) as StatusReport;
+    const cli = await runQbhealth(['status', '--json', '--since', '1h', '--realm-id', REALM], { DATABASE_URL: db.url });
+    expect(cli.code).toBe(0);
+    const printed = JSON.parse(cli.stdout) as StatusReport;
+    expect(Object.keys(served).sort()).toEqual(Object.keys(printed).sort());
+    expect(served.realms.map((r) => [r.realmId, r.state, r.companyName, r.connection])).toEqual([[REALM, 'pass', "Amy's Bird Sanctuary", 'connected']]);
+    expect(printed.realms.map((r) => [r.realmId, r.state, r.companyName, r.connection])).toEqual([[REALM, 'pass', "Amy's Bird Sanctuary", 'connected']]);
+    expect(served.realms[0]?.probes.total).toBeGreaterThanOrEqual(3);
+    expect(served.realms[0]?.uptimePercent).toBe(100);
+    const badWindow = await fetch(`${base}/status?since=forever`, auth);
+    expect(badWindow.status).toBe(400);
+    expect(await badWindow.text()).toContain('duration such as 90m');
+
     const exit = await daemon.stop('SIGINT');
     expect(exit.code).toBe(0);
     expect(daemon.events('daemon.stopped')).toHaveLength(1);
     const probes = daemon.events('probe.succeeded').length + daemon.events('probe.failed').length;
     expect(await rowCount()).toBe(probes);
-    const everything = daemon.lines.map((l) => JSON.stringify(l)).join('\n') + daemon.stderr() + metrics + JSON.stringify(doc);
+    const everything = daemon.lines.map((l) => JSON.stringify(l)).join('\n') + daemon.stderr() + metrics + JSON.stringify(doc) + JSON.stringify(served);
     for (const secret of [...sim.issuedTokens(), CLIENT_SECRET, KEY_B64, HEALTH_TOKEN]) expect(everything).not.toContain(secret);
     expect(daemon.events('test.unparseable')).toEqual([]);
   });

@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { LogEvent, type Logger } from '../log.js';
 import type { HealthState } from '../daemon/state.js';
 import type { Metrics } from './metrics.js';
+import { parseSince, type StatusReport } from '../db/status.js';
 
 type Status = 'pass' | 'warn' | 'fail';
 
@@ -31,7 +32,12 @@ export interface HealthServerOptions {
   readonly healthToken: string | undefined;
   readonly refreshTokenWarnDays: number;
   readonly version: string;
+  /** Reads the `qbhealth status` report for `GET /status` (the one route that reads PostgreSQL). */
+  readonly status?: (query: { since: Date; now: Date; realmId: string | undefined }) => Promise<StatusReport>;
 }
+
+/** `/status` answers are reused this long, so a dashboard polling it costs the database little. */
+export const STATUS_CACHE_MS = 5000;
 
 const worst = (statuses: Iterable<Status>): Status => {
   let result: Status = 'pass';
@@ -112,6 +118,7 @@ function send(res: ServerResponse, status: number, contentType: string, body: st
 export class HealthServer {
   private readonly server: Server;
   private readonly token: Buffer | undefined;
+  private readonly statusCache = new Map<string, { at: number; body: Promise<string> }>();
 
   constructor(
     private readonly state: HealthState,
@@ -158,6 +165,44 @@ export class HealthServer {
     return given.length === this.token.length && timingSafeEqual(given, this.token);
   }
 
+  /**
+   * `GET /status?since=24h&realmId=R`: the JSON of `qbhealth status --json`. Concurrent and
+   * repeated requests within STATUS_CACHE_MS share one database read.
+   */
+  private async serveStatus(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const load = this.opts.status;
+    if (!load) return send(res, 404, 'text/plain; charset=utf-8', 'not found\n');
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const sinceText = url.searchParams.get('since') ?? '24h';
+    const realmId = url.searchParams.get('realmId') ?? undefined;
+    const now = new Date();
+    let since: Date;
+    try {
+      since = parseSince(sinceText, now);
+      if (realmId !== undefined && !/^\d{1,32}$/.test(realmId)) throw new RangeError('realmId must be the numeric company ID');
+    } catch (err) {
+      return send(res, 400, 'application/json', JSON.stringify({ status: 'fail', output: (err as Error).message }));
+    }
+    const key = `${sinceText}\u0000${realmId ?? ''}`;
+    let entry = this.statusCache.get(key);
+    if (!entry || now.getTime() - entry.at > STATUS_CACHE_MS) {
+      if (this.statusCache.size > 100) this.statusCache.clear();
+      entry = { at: now.getTime(), body: load({ since, now, realmId }).then((report) => JSON.stringify(report)) };
+      this.statusCache.set(key, entry);
+    }
+    const shared = entry;
+    let body: string;
+    try {
+      body = await shared.body;
+    } catch (err) {
+      // A failed read is not reused: the next request tries the database again.
+      if (this.statusCache.get(key) === shared) this.statusCache.delete(key);
+      this.log.warn({ event: LogEvent.dbReadFailed, what: 'status report', err }, 'GET /status could not read the history');
+      return send(res, 503, 'application/json', JSON.stringify({ status: 'fail', output: 'the history cannot be read from PostgreSQL right now; /health shows why' }));
+    }
+    return send(res, 200, 'application/json', body);
+  }
+
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -178,6 +223,9 @@ export class HealthServer {
         const shown = this.authorized(req) ? body : { status };
         return send(res, code, 'application/health+json', JSON.stringify(shown));
       }
+      case '/status':
+        if (!this.authorized(req)) return send(res, 401, 'text/plain; charset=utf-8', 'HEALTH_TOKEN required\n', { 'www-authenticate': 'Bearer' });
+        return this.serveStatus(req, res);
       case '/metrics': {
         if (!this.authorized(req)) return send(res, 401, 'text/plain; charset=utf-8', 'HEALTH_TOKEN required\n', { 'www-authenticate': 'Bearer' });
         return send(res, 200, this.metrics.registry.contentType, await this.metrics.registry.metrics());
