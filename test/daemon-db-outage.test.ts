@@ -64,6 +64,11 @@ it('PostgreSQL stopped mid-run: results spooled, readiness 503, a database alert
   expect((await fetch(`${base}/health/live`)).status).toBe(200);
   const during = (await (await fetch(`${base}/health`)).json()) as { status: string; checks: Record<string, Array<{ status: string; observedValue?: number }>> };
   expect(during.status).toBe('fail');
+  // /status reads PostgreSQL: it says so with a 503 (and a warn line), never a hang or a 500.
+  const status = await fetch(`${base}/status`);
+  expect(status.status).toBe(503);
+  expect(await status.text()).toContain('cannot be read from PostgreSQL');
+  expect(daemon.events('db.read_failed').some((l) => l.what === 'status report' && l.level === 40)).toBe(true);
   expect(during.checks['spool:pending']?.[0]?.observedValue).toBeGreaterThan(0);
 
   server = await start();
