@@ -19,7 +19,7 @@ function span(seconds: number): string {
   if (seconds % 86_400 === 0) return `${seconds / 86_400}d`;
   if (seconds % 3600 === 0) return `${seconds / 3600}h`;
   if (seconds % 60 === 0) return `${seconds / 60}m`;
-  return `${Math.round(seconds)}s`;
+  return `${Number(seconds.toFixed(1))}s`;
 }
 
 const STATE_TEXT: Record<RealmStatus['state'], string> = {
