@@ -295,7 +295,8 @@ describe('help and usage', () => {
   it('an unknown command exits 2 with the command list', async () => {
     const r = await runQbhealth(['stauts'], {});
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('unknown command "stauts"');
+    expect(r.stderr).toContain('unknown command "stauts" (did you mean `qbhealth status`?)');
+    expect((await runQbhealth(['frobnicate'], {})).stderr).toMatch(/^qbhealth: unknown command "frobnicate"$/m);
     expect(r.stderr).toMatch(/^ {2}status +/m);
   });
 });

@@ -54,6 +54,25 @@ export function commandHelp(command: Command): string {
   ].join('\n');
 }
 
+/** Edit distance, for "did you mean": a typo of one or two letters still finds its command. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min((prev[j] ?? 0) + 1, (row[j - 1] ?? 0) + 1, (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length] ?? 0;
+}
+
+function closest(name: string, names: readonly string[]): string | undefined {
+  const ranked = names.map((n) => [n, distance(name, n)] as const).sort((x, y) => x[1] - y[1]);
+  const best = ranked[0];
+  return best && best[1] <= 2 ? best[0] : undefined;
+}
+
 function usageError(io: CliIO, message: string, help: string): number {
   writeLine(io.stderr, io.secrets, `qbhealth: ${message}`);
   writeLine(io.stderr, io.secrets);
@@ -69,7 +88,10 @@ export async function runCli(argv: readonly string[], io: CliIO): Promise<number
     return ExitCode.ok;
   }
   const command = COMMANDS.find((c) => c.name === name);
-  if (!command) return usageError(io, `unknown command "${name}"`, mainHelp());
+  if (!command) {
+    const near = closest(name, COMMANDS.map((c) => c.name));
+    return usageError(io, `unknown command "${name}"${near ? ` (did you mean \`qbhealth ${near}\`?)` : ''}`, mainHelp());
+  }
 
   const options: NonNullable<ParseArgsConfig['options']> = { help: { type: 'boolean', short: 'h' } };
   for (const [optionName, spec] of Object.entries(command.options)) options[optionName] = { type: spec.type };
