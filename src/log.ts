@@ -40,6 +40,7 @@ export const LogEvent = {
   schedulerOverlap: 'scheduler.overlap',
   schedulerMissed: 'scheduler.missed',
   schedulerTickFailed: 'scheduler.tick_failed',
+  schedulerCycleCompleted: 'scheduler.cycle_completed',
   historyPruned: 'history.pruned',
   httpError: 'http.error',
   daemonFatal: 'daemon.fatal',

@@ -97,6 +97,7 @@ describe('the daemon, end to end', () => {
     expect(metrics).toMatch(/qbhealth_spool_pending 0/);
     expect(metrics).toMatch(/process_resident_memory_bytes \d+/);
     expect((await fetch(`${base}/nowhere`)).status).toBe(404);
+    expect(daemon.events('scheduler.cycle_completed')[0]).toMatchObject({ realms: 1, pass: 1, warn: 0, fail: 0, durationMs: expect.any(Number) });
 
     // GET /status: the `qbhealth status --json` document, behind HEALTH_TOKEN.
     const auth = { headers: { authorization: `Bearer ${HEALTH_TOKEN}` } };

@@ -270,10 +270,12 @@ export class Daemon {
   }
 
   private async runCycle(): Promise<void> {
+    const started = performance.now();
     this.notifier.retryFailed();
     const realms = await this.listRealms();
     for (const id of this.state.realms.keys()) if (!realms.includes(id)) this.metrics.forget(id);
     this.state.retainRealms(realms);
+    const outcomes = { pass: 0, warn: 0, fail: 0 };
     await forEachLimited(realms, this.config.probeConcurrency, async (realmId) => {
       if (this.state.shuttingDown) return;
       let result: ProbeResult;
@@ -288,6 +290,7 @@ export class Daemon {
         }
         return;
       }
+      outcomes[result.status]++;
       this.state.observe(result);
       this.metrics.observe(result);
       this.escalateProbe(result);
@@ -298,6 +301,11 @@ export class Daemon {
     this.state.spoolPending = this.spool.pending;
     this.applyDbOutcome();
     await this.escalator.persist();
+    const durationMs = Math.round(performance.now() - started);
+    this.log.info(
+      { event: LogEvent.schedulerCycleCompleted, realms: realms.length, ...outcomes, durationMs, spoolPending: this.spool.pending },
+      `probe cycle: ${realms.length} realm(s), ${outcomes.pass} passed, ${outcomes.warn} throttled, ${outcomes.fail} failed, ${durationMs} ms`,
+    );
   }
 
   private escalateProbe(r: ProbeResult): void {

@@ -1,0 +1,56 @@
+/** What the benchmarks share: a database with many connected realms, and the simulator. */
+import { pino } from 'pino';
+import { forEachLimited } from '../../src/for-each-limited.js';
+import { IntuitOAuth } from '../../src/quickbooks/oauth.js';
+import { deadlineSignal } from '../../src/quickbooks/token-store.js';
+import { startSimulator, type Simulator } from '../../src/simulator/simulator.js';
+import { CLIENT_ID, CLIENT_SECRET, migratedDatabase, monitor } from '../support/qbo.js';
+import type { TestDatabase } from '../support/db.js';
+
+export interface Fixture {
+  readonly db: TestDatabase;
+  readonly sim: Simulator;
+  readonly realms: string[];
+  close(): Promise<void>;
+}
+
+/** A migrated database with `count` realms connected to a fresh simulator (tokens refreshed once, stored encrypted). */
+export async function realmsFixture(count: number): Promise<Fixture> {
+  const db = await migratedDatabase();
+  const sim = await startSimulator({ host: '127.0.0.1', clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
+  const m = monitor(db, { tokenUrl: sim.tokenUrl, revokeUrl: sim.revokeUrl, apiBaseUrl: sim.url });
+  const oauth = new IntuitOAuth({
+    clientId: CLIENT_ID,
+    clientSecret: CLIENT_SECRET,
+    environment: 'sandbox',
+    redirectUri: 'http://localhost:8080/oauth/callback',
+    tokenUrl: sim.tokenUrl,
+    revokeUrl: sim.revokeUrl,
+  });
+  const realms = Array.from({ length: count }, (_, i) => String(9_100_000_000 + i));
+  try {
+    await forEachLimited(realms, 16, async (realmId) => {
+      const refreshToken = sim.addRealm(realmId, `Bench Company ${realmId}`);
+      await m.store.save(realmId, 'sandbox', await oauth.refresh(refreshToken, deadlineSignal(10_000)));
+    });
+  } finally {
+    await m.close();
+  }
+  return {
+    db,
+    sim,
+    realms,
+    close: async () => {
+      await sim.close();
+      await db.drop();
+    },
+  };
+}
+
+export const quiet = pino({ level: 'silent' });
+
+/** Percentile of an ascending-sorted array (nearest rank). */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number;
+}
