@@ -80,41 +80,92 @@ function redactPaths(): string[] {
   return paths;
 }
 
+/** Values shorter than this are not scrubbed: they would hide ordinary words, and are no credential. */
+const MIN_SECRET = 6;
+
 /**
  * Secret values to scrub from every line. Shared by all loggers of the process because a token
  * learned by one component must be hidden in the lines of every other.
+ *
+ * Configuration secrets are kept for the life of the process (`add`). Tokens rotate, so they are
+ * kept per key (`track(realmId, …)`): the current generation and the one before it, because a
+ * line about a rotation may still carry the old value; older ones are dropped, so a long-running
+ * daemon's registry stays the size of its realm count. Scrubbing is one pass over the line,
+ * looking each position's first characters up in an index, so its cost does not grow with the
+ * number of secrets.
  */
 export class SecretRegistry {
-  private readonly values = new Set<string>();
-  private pattern: RegExp | undefined;
+  /** Registered value (and its JSON-escaped form) -> how many registrations hold it. */
+  private readonly counts = new Map<string, number>();
+  /** First MIN_SECRET characters -> values starting with them, longest first. */
+  private readonly index = new Map<string, string[]>();
+  private readonly generations = new Map<string, string[][]>();
 
+  /** Secrets that never expire (configuration). */
   add(...values: ReadonlyArray<string | undefined>): void {
-    let changed = false;
-    for (const value of values) {
-      // Very short values would scrub ordinary words; they are not credentials worth the name.
-      if (value === undefined || value.length < 6 || this.values.has(value)) continue;
-      this.values.add(value);
-      // A value containing JSON-escaped characters appears escaped in the line.
-      this.values.add(JSON.stringify(value).slice(1, -1));
-      changed = true;
-    }
-    if (changed) this.pattern = undefined;
+    for (const value of values) this.hold(value);
+  }
+
+  /** The current secrets under `key` (a realm's token pair); generations older than the previous are forgotten. */
+  track(key: string, values: ReadonlyArray<string | undefined>): void {
+    const current = values.filter((v): v is string => v !== undefined && v.length >= MIN_SECRET);
+    const history = this.generations.get(key) ?? [];
+    const latest = history.at(-1);
+    if (latest && latest.length === current.length && latest.every((v, i) => v === current[i])) return;
+    for (const v of current) this.hold(v);
+    history.push(current);
+    while (history.length > 2) for (const v of history.shift() ?? []) this.release(v);
+    this.generations.set(key, history);
   }
 
   get size(): number {
-    return this.values.size;
+    return this.counts.size;
   }
 
   scrub(text: string): string {
-    if (this.values.size === 0) return text;
-    this.pattern ??= new RegExp(
-      [...this.values]
-        .sort((a, b) => b.length - a.length)
-        .map((v) => v.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
-        .join('|'),
-      'g',
-    );
-    return text.replace(this.pattern, REDACTED);
+    if (this.counts.size === 0) return text;
+    let out = '';
+    let copied = 0;
+    for (let i = 0; i <= text.length - MIN_SECRET; ) {
+      const candidates = this.index.get(text.slice(i, i + MIN_SECRET));
+      const hit = candidates?.find((v) => text.startsWith(v, i));
+      if (hit === undefined) {
+        i++;
+        continue;
+      }
+      out += text.slice(copied, i) + REDACTED;
+      i += hit.length;
+      copied = i;
+    }
+    return copied === 0 ? text : out + text.slice(copied);
+  }
+
+  private hold(value: string | undefined): void {
+    if (value === undefined || value.length < MIN_SECRET) return;
+    // A value containing JSON-escaped characters appears escaped in the line.
+    for (const form of new Set([value, JSON.stringify(value).slice(1, -1)])) {
+      const n = this.counts.get(form) ?? 0;
+      this.counts.set(form, n + 1);
+      if (n > 0) continue;
+      const prefix = form.slice(0, MIN_SECRET);
+      const list = [...(this.index.get(prefix) ?? []), form].sort((a, b) => b.length - a.length);
+      this.index.set(prefix, list);
+    }
+  }
+
+  private release(value: string): void {
+    for (const form of new Set([value, JSON.stringify(value).slice(1, -1)])) {
+      const n = (this.counts.get(form) ?? 0) - 1;
+      if (n > 0) {
+        this.counts.set(form, n);
+        continue;
+      }
+      this.counts.delete(form);
+      const prefix = form.slice(0, MIN_SECRET);
+      const list = (this.index.get(prefix) ?? []).filter((v) => v !== form);
+      if (list.length > 0) this.index.set(prefix, list);
+      else this.index.delete(prefix);
+    }
   }
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { LogEvent, REDACTED } from '../src/log.js';
+import { LogEvent, REDACTED, SecretRegistry } from '../src/log.js';
 import { captureLog } from './support/log.js';
 
 describe('logger', () => {
@@ -42,4 +42,30 @@ describe('logger', () => {
     expect(capture.lines.join('\n')).not.toContain('quote\\"d-secret');
     expect(capture.lines[0]).toContain(`Intuit said no to ${REDACTED}`);
   });
+
+  it('scrubs the longest secret at each position, adjacent and overlapping ones included', () => {
+    const secrets = new SecretRegistry();
+    secrets.add('abcdef', 'abcdefghij', 'zzzzzz');
+    expect(secrets.scrub('x abcdefghij y abcdefQ zzzzzzabcdef .')).toBe(`x ${REDACTED} y ${REDACTED}Q ${REDACTED}${REDACTED} .`);
+    expect(secrets.scrub('abcde short values and nothing else')).toBe('abcde short values and nothing else');
+    expect(secrets.scrub('ends with abcdef')).toBe(`ends with ${REDACTED}`);
+  });
+
+  it('keeps a realm\'s current and previous tokens only, so the registry does not grow with rotations', () => {
+    const secrets = new SecretRegistry();
+    secrets.add('client-secret-value');
+    const gen = (n: number): [string, string] => [`access-token-${n}-xxxxxxxx`, `refresh-token-${n}-yyyyyyyy`];
+    for (let n = 1; n <= 50; n++) secrets.track('9130357766', gen(n));
+    secrets.track('9130357766', gen(50)); // re-reading the same pair changes nothing
+    expect(secrets.size).toBe(1 + 4);
+    const line = `${gen(50).join(' ')} ${gen(49).join(' ')} client-secret-value`;
+    expect(secrets.scrub(line)).toBe(Array(5).fill(REDACTED).join(' '));
+    // Generations before the previous one are no longer known (they are dead at Intuit).
+    expect(secrets.scrub(gen(48)[0])).toBe(gen(48)[0]);
+    // A value shared with a pinned secret stays while either holds it.
+    secrets.add(gen(50)[0]);
+    for (let n = 51; n <= 53; n++) secrets.track('9130357766', gen(n));
+    expect(secrets.scrub(gen(50)[0])).toBe(REDACTED);
+  });
 });
+

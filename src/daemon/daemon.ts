@@ -273,11 +273,17 @@ export class Daemon {
     const started = performance.now();
     this.notifier.retryFailed();
     const realms = await this.listRealms();
-    for (const id of this.state.realms.keys()) if (!realms.includes(id)) this.metrics.forget(id);
+    const current = new Set(realms);
+    for (const id of this.state.realms.keys()) if (!current.has(id)) this.metrics.forget(id);
     this.state.retainRealms(realms);
     const outcomes = { pass: 0, warn: 0, fail: 0 };
+    // A probe slot moves on to its next realm as soon as the result is handed to the recorder;
+    // the cycle ends only when every result is in the database or the spool. The first failure
+    // to record (fatal: neither could take it) stops the cycle and is rethrown below.
+    const recording: Array<Promise<void>> = [];
+    let recordFailure: { err: unknown } | undefined;
     await forEachLimited(realms, this.config.probeConcurrency, async (realmId) => {
-      if (this.state.shuttingDown) return;
+      if (this.state.shuttingDown || recordFailure) return;
       let result: ProbeResult;
       try {
         result = await this.prober.probeRealm(realmId);
@@ -294,10 +300,20 @@ export class Daemon {
       this.state.observe(result);
       this.metrics.observe(result);
       this.escalateProbe(result);
-      const where = await this.recorder.record(result);
-      if (where === 'spool') this.metrics.spooled.inc();
-      this.state.spoolPending = this.spool.pending;
+      recording.push(
+        this.recorder.record(result).then(
+          (where) => {
+            if (where === 'spool') this.metrics.spooled.inc();
+            this.state.spoolPending = this.spool.pending;
+          },
+          (err: unknown) => {
+            recordFailure ??= { err };
+          },
+        ),
+      );
     });
+    await Promise.all(recording);
+    if (recordFailure) throw recordFailure.err;
     this.state.spoolPending = this.spool.pending;
     this.applyDbOutcome();
     await this.escalator.persist();

@@ -11,6 +11,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { LogEvent, type Logger } from '../log.js';
 import type { HealthState } from '../daemon/state.js';
+import type { ProbeResult } from '../probe/result.js';
 import type { Metrics } from './metrics.js';
 import { parseSince, type StatusReport } from '../db/status.js';
 
@@ -36,6 +37,9 @@ export interface HealthServerOptions {
   readonly status?: (query: { since: Date; now: Date; realmId: string | undefined }) => Promise<StatusReport>;
 }
 
+/** `/health` is rebuilt at most this often (its checks carry their own `time`). */
+export const HEALTH_CACHE_MS = 1000;
+
 /** `/status` answers are reused this long, so a dashboard polling it costs the database little. */
 export const STATUS_CACHE_MS = 5000;
 
@@ -48,66 +52,110 @@ const worst = (statuses: Iterable<Status>): Status => {
   return result;
 };
 
-/** The application/health+json document. */
-export function healthDocument(state: HealthState, opts: Pick<HealthServerOptions, 'refreshTokenWarnDays' | 'version'>, now = Date.now()): { status: Status; body: Record<string, unknown> } {
-  const connection: Check[] = [];
-  const refresh: Check[] = [];
-  for (const realm of state.realms.values()) {
-    const r = realm.last;
-    connection.push({
+interface RealmFragment {
+  readonly probeId: string;
+  readonly day: number;
+  readonly connectionStatus: Status;
+  readonly connection: string;
+  readonly refreshStatus: Status | undefined;
+  readonly refresh: string | undefined;
+}
+
+/**
+ * The application/health+json document. Each realm's two entries are serialized once per probe
+ * result (and again when the day changes, for the days left) and kept, so with a thousand realms
+ * a rebuild is a string join rather than thousands of objects through JSON.stringify, and it
+ * never blocks the event loop for long while probes run.
+ */
+export class HealthDocument {
+  private readonly fragments = new Map<string, RealmFragment>();
+
+  constructor(private readonly opts: Pick<HealthServerOptions, 'refreshTokenWarnDays' | 'version'>) {}
+
+  private fragment(r: ProbeResult, now: number): RealmFragment {
+    const day = Math.floor(now / DAY_MS);
+    const known = this.fragments.get(r.realmId);
+    if (known && known.probeId === r.probeId && known.day === day) return known;
+    const connection: Check = {
       componentId: r.realmId,
       componentType: 'quickbooks-company',
       observedValue: r.errorCode,
       status: r.status,
       time: r.checkedAt.toISOString(),
       ...(r.error ? { output: r.error } : {}),
-    });
+    };
+    let refresh: Check | undefined;
     if (r.refreshTokenExpiresAt) {
       const days = (r.refreshTokenExpiresAt.getTime() - now) / DAY_MS;
-      refresh.push({
+      refresh = {
         componentId: r.realmId,
         observedValue: Math.floor(days),
         observedUnit: 'd',
-        status: days <= 0 ? 'fail' : days < opts.refreshTokenWarnDays ? 'warn' : 'pass',
+        status: days <= 0 ? 'fail' : days < this.opts.refreshTokenWarnDays ? 'warn' : 'pass',
         time: r.refreshTokenExpiresAt.toISOString(),
-      });
+      };
     }
+    const made = {
+      probeId: r.probeId,
+      day,
+      connectionStatus: r.status,
+      connection: JSON.stringify(connection),
+      refreshStatus: refresh?.status,
+      refresh: refresh ? JSON.stringify(refresh) : undefined,
+    };
+    this.fragments.set(r.realmId, made);
+    return made;
   }
-  const live = state.live(now);
-  const checks: Record<string, Check[]> = {
-    'quickbooks:connection': connection,
-    'quickbooks:refreshTokenExpiry': refresh,
-    'postgres:connection': [
-      {
-        componentType: 'datastore',
-        status: state.db.reachable ? 'pass' : 'fail',
-        ...(state.db.checkedAt ? { time: state.db.checkedAt.toISOString() } : {}),
-        ...(state.db.error ? { output: state.db.error } : {}),
-      },
-    ],
-    'postgres:schema': [{ componentType: 'datastore', status: state.schema.verified ? 'pass' : 'fail', ...(state.schema.error ? { output: state.schema.error } : {}) }],
-    'spool:pending': [{ observedValue: state.spoolPending, observedUnit: 'results', status: state.spoolPending > 0 ? 'warn' : 'pass' }],
-    'scheduler:lastTick': [
-      {
-        status: live.ok ? 'pass' : 'fail',
-        ...(state.lastTickAt ? { time: state.lastTickAt.toISOString() } : {}),
-        ...(live.reason ? { output: live.reason } : {}),
-      },
-    ],
-    'alerts:open': [{ observedValue: state.openAlerts().length, status: state.openAlerts().length > 0 ? 'warn' : 'pass' }],
-  };
-  const status = state.shuttingDown ? 'fail' : worst(Object.values(checks).flatMap((list) => list.map((c) => c.status)));
-  return {
-    status,
-    body: {
+
+  render(state: HealthState, now = Date.now()): { status: Status; json: string } {
+    for (const id of this.fragments.keys()) if (!state.realms.has(id)) this.fragments.delete(id);
+    const statuses: Status[] = [];
+    const connection: string[] = [];
+    const refresh: string[] = [];
+    for (const realm of state.realms.values()) {
+      const f = this.fragment(realm.last, now);
+      statuses.push(f.connectionStatus);
+      connection.push(f.connection);
+      if (f.refresh !== undefined && f.refreshStatus !== undefined) {
+        statuses.push(f.refreshStatus);
+        refresh.push(f.refresh);
+      }
+    }
+    const live = state.live(now);
+    const openAlerts = state.openAlerts().length;
+    const system: Record<string, Check[]> = {
+      'postgres:connection': [
+        {
+          componentType: 'datastore',
+          status: state.db.reachable ? 'pass' : 'fail',
+          ...(state.db.checkedAt ? { time: state.db.checkedAt.toISOString() } : {}),
+          ...(state.db.error ? { output: state.db.error } : {}),
+        },
+      ],
+      'postgres:schema': [{ componentType: 'datastore', status: state.schema.verified ? 'pass' : 'fail', ...(state.schema.error ? { output: state.schema.error } : {}) }],
+      'spool:pending': [{ observedValue: state.spoolPending, observedUnit: 'results', status: state.spoolPending > 0 ? 'warn' : 'pass' }],
+      'scheduler:lastTick': [
+        {
+          status: live.ok ? 'pass' : 'fail',
+          ...(state.lastTickAt ? { time: state.lastTickAt.toISOString() } : {}),
+          ...(live.reason ? { output: live.reason } : {}),
+        },
+      ],
+      'alerts:open': [{ observedValue: openAlerts, status: openAlerts > 0 ? 'warn' : 'pass' }],
+    };
+    for (const list of Object.values(system)) for (const c of list) statuses.push(c.status);
+    const status = state.shuttingDown ? 'fail' : worst(statuses);
+    const head = JSON.stringify({
       status,
-      version: opts.version,
+      version: this.opts.version,
       serviceId: 'qbo-health-monitor',
       description: 'QuickBooks Online connection health',
       ...(state.shuttingDown ? { output: 'shutting down' } : {}),
-      checks,
-    },
-  };
+    });
+    const systemJson = JSON.stringify(system).slice(1, -1);
+    const json = `${head.slice(0, -1)},"checks":{"quickbooks:connection":[${connection.join(',')}],"quickbooks:refreshTokenExpiry":[${refresh.join(',')}],${systemJson}}}`;
+    return { status, json };
+  }
 }
 
 function send(res: ServerResponse, status: number, contentType: string, body: string | Buffer, extra: Record<string, string> = {}): void {
@@ -118,6 +166,8 @@ function send(res: ServerResponse, status: number, contentType: string, body: st
 export class HealthServer {
   private readonly server: Server;
   private readonly token: Buffer | undefined;
+  private readonly document: HealthDocument;
+  private healthCache: { at: number; status: Status; full: Buffer; brief: Buffer } | undefined;
   private readonly statusCache = new Map<string, { at: number; body: Promise<string> }>();
 
   constructor(
@@ -126,6 +176,7 @@ export class HealthServer {
     private readonly opts: HealthServerOptions,
     private readonly log: Logger,
   ) {
+    this.document = new HealthDocument(opts);
     this.token = opts.healthToken === undefined ? undefined : Buffer.from(`Bearer ${opts.healthToken}`);
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => {
@@ -157,6 +208,20 @@ export class HealthServer {
       this.server.close((err) => (err ? reject(err) : resolve()));
       this.server.closeIdleConnections();
     });
+  }
+
+  /**
+   * The /health document, serialized at most once per HEALTH_CACHE_MS: with many realms it is
+   * large, and a load balancer or dashboard polling it must not cost a rebuild per request.
+   * Shutdown is never served from the cache.
+   */
+  private healthBytes(): { status: Status; full: Buffer; brief: Buffer } {
+    const now = Date.now();
+    const cached = this.healthCache;
+    if (cached && !this.state.shuttingDown && now - cached.at < HEALTH_CACHE_MS) return cached;
+    const { status, json } = this.document.render(this.state, now);
+    this.healthCache = { at: now, status, full: Buffer.from(json), brief: Buffer.from(JSON.stringify({ status })) };
+    return this.healthCache;
   }
 
   private authorized(req: IncomingMessage): boolean {
@@ -218,10 +283,8 @@ export class HealthServer {
         return send(res, ready.ok ? 200 : 503, 'application/json', JSON.stringify(ready.ok ? { status: 'pass' } : { status: 'fail', output: ready.reason }));
       }
       case '/health': {
-        const { status, body } = healthDocument(this.state, this.opts);
-        const code = status === 'fail' ? 503 : 200;
-        const shown = this.authorized(req) ? body : { status };
-        return send(res, code, 'application/health+json', JSON.stringify(shown));
+        const doc = this.healthBytes();
+        return send(res, doc.status === 'fail' ? 503 : 200, 'application/health+json', this.authorized(req) ? doc.full : doc.brief);
       }
       case '/status':
         if (!this.authorized(req)) return send(res, 401, 'text/plain; charset=utf-8', 'HEALTH_TOKEN required\n', { 'www-authenticate': 'Bearer' });

@@ -84,7 +84,7 @@ export class TokenStore {
   private decode(row: TokenRow): RealmTokens {
     const accessToken = row.access_token_enc ? this.cipher.decrypt(row.access_token_enc, row.realm_id, 'access_token') : undefined;
     const refreshToken = this.cipher.decrypt(row.refresh_token_enc, row.realm_id, 'refresh_token');
-    this.secrets.add(accessToken, refreshToken);
+    this.secrets.track(row.realm_id, [accessToken, refreshToken]);
     return {
       realmId: row.realm_id,
       environment: row.environment,
@@ -141,7 +141,7 @@ export class TokenStore {
   }
 
   private async write(db: Queryable, realmId: string, environment: QboEnvironment, tokens: TokenSet): Promise<number> {
-    this.secrets.add(tokens.accessToken, tokens.refreshToken);
+    this.secrets.track(realmId, [tokens.accessToken, tokens.refreshToken]);
     const result = await db.query<{ revision: string }>(
       `${T.insert([...WRITTEN_COLUMNS, 'revision', 'updated_at'])}
        ON CONFLICT (realm_id) DO UPDATE SET

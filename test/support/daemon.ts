@@ -38,8 +38,8 @@ export interface RunningDaemon {
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-export function spawnDaemon(env: Record<string, string>, cwd = scratchDir()): RunningDaemon {
-  const child = spawn(process.execPath, [MAIN], {
+export function spawnDaemon(env: Record<string, string>, cwd = scratchDir(), nodeArgs: readonly string[] = []): RunningDaemon {
+  const child = spawn(process.execPath, [...nodeArgs, MAIN], {
     cwd,
     env: { PATH: process.env.PATH ?? '', TZ: process.env.TZ ?? 'Asia/Kolkata', ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
