@@ -236,6 +236,14 @@ export class Daemon {
     }
   }
 
+  /**
+   * One probe cycle now, outside the schedule, exactly as a tick runs it (results recorded,
+   * alerts escalated); resolves when it is done. A cycle already running is waited for instead.
+   */
+  probeNow(): Promise<void> {
+    return this.cycle ?? this.tick();
+  }
+
   private tick(): Promise<void> {
     if (this.state.shuttingDown) return Promise.resolve();
     this.state.lastTickAt = new Date();
