@@ -178,8 +178,20 @@ export class TokenStore {
     return withClient(this.pool, (client) => this.write(client, realmId, environment, tokens));
   }
 
+  /**
+   * Records the company name CompanyInfo reported. It is a label, not a result: when PostgreSQL
+   * cannot take it, that is logged and the probe goes on (the next probe tries again).
+   */
   async setCompanyName(realmId: string, companyName: string): Promise<void> {
-    await this.pool.query(`UPDATE ${T.name} SET company_name = $2 WHERE realm_id = $1 AND company_name IS DISTINCT FROM $2`, [realmId, companyName]);
+    try {
+      await this.pool.query(`UPDATE ${T.name} SET company_name = $2 WHERE realm_id = $1 AND company_name IS DISTINCT FROM $2`, [realmId, companyName]);
+    } catch (err) {
+      if (!isDatabaseUnavailable(err)) throw err;
+      this.log.warn({ event: LogEvent.dbWriteFailed, what: 'company name', realmId, err }, 'company name not saved yet: PostgreSQL unreachable');
+      return;
+    }
+    const cached = this.lastRead.get(realmId);
+    if (cached) this.lastRead.set(realmId, { ...cached, companyName });
   }
 
   async setStatus(realmId: string, status: ConnectionStatus, reason: string | undefined): Promise<void> {

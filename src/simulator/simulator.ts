@@ -10,7 +10,21 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-export const SCENARIOS = ['healthy', 'outage', 'throttled', 'slow', 'revoked', 'malformed'] as const;
+export const SCENARIOS = [
+  'healthy',
+  'outage',
+  'throttled',
+  'slow',
+  'revoked',
+  'malformed',
+  // CompanyInfo faults, for the fault-injection suite: a 500 with a SystemFault body, the
+  // connection reset before any answer, no answer at all, a 200 carrying a Fault, a 50 MB body.
+  'error500',
+  'reset',
+  'hang',
+  'fault200',
+  'huge',
+] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export const TOKEN_PATH = '/oauth2/v1/tokens/bearer';
@@ -167,10 +181,35 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
     return send(res, 200, '');
   }
 
+  /** 50 MB of a JSON string, written as fast as the client reads; stops when the client hangs up. */
+  function sendHuge(res: ServerResponse): void {
+    const chunk = Buffer.alloc(1024 * 1024, 0x61);
+    let left = 50;
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(50 * chunk.length + 24), intuit_tid: `sim-${randomUUID()}` });
+    res.write('{"CompanyInfo":{"x":"');
+    const pump = (): void => {
+      while (left > 0 && !res.destroyed) {
+        left--;
+        if (!res.write(chunk)) return void res.once('drain', pump);
+      }
+      if (!res.destroyed) res.end('"}}');
+    };
+    pump();
+  }
+
   function handleCompanyInfo(req: IncomingMessage, res: ServerResponse, realmId: string): void {
     stats.apiCalls++;
     const realm = realms.get(realmId);
     if (state.scenario === 'outage') return send(res, 503, '<html><body><h1>503 Service Unavailable</h1></body></html>');
+    if (state.scenario === 'error500') {
+      return send(res, 500, { Fault: { Error: [{ Message: 'An application error has occurred while processing your request', code: '10000' }], type: 'SystemFault' } });
+    }
+    if (state.scenario === 'reset') return void req.socket.destroy();
+    if (state.scenario === 'hang') return;
+    if (state.scenario === 'fault200') {
+      return send(res, 200, { Fault: { Error: [{ Message: 'Object Not Found', Detail: 'Object Not Found : Something you\'re trying to use has been made inactive', code: '610' }], type: 'ValidationFault' } });
+    }
+    if (state.scenario === 'huge') return void sendHuge(res);
     if (state.scenario === 'throttled') {
       return send(res, 429, { Fault: { Error: [{ Message: 'message=ThrottleExceeded; errorCode=003001; statusCode=429', Detail: 'The request limit was reached.', code: '003001' }], type: 'ThrottleExceeded' } });
     }

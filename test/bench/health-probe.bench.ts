@@ -13,7 +13,7 @@ import autocannon from 'autocannon';
 import { afterAll, describe, expect, it } from 'vitest';
 import { daemonEnv, spawnDaemon, type RunningDaemon } from '../support/daemon.js';
 import { atMost, COMMAND, ratioAtLeast, record, type BenchResult } from './results.js';
-import { realmsFixture, type Fixture } from './support.js';
+import { realmsFixture, type Fixture } from '../support/realms.js';
 
 const CONNECTIONS = 50;
 const DURATION_S = 10;

@@ -18,7 +18,7 @@ import type { ProbeResult } from '../../src/probe/result.js';
 import { daemonEnv, MAIN } from '../support/daemon.js';
 import { migratedDatabase } from '../support/qbo.js';
 import { atLeast, atMost, COMMAND, ratioAtLeast, record, type BenchResult } from './results.js';
-import { percentile, quiet, realmsFixture } from './support.js';
+import { percentile, quiet, realmsFixture } from '../support/realms.js';
 
 const SOAK_DRIVER = fileURLToPath(new URL('./soak-driver.mjs', import.meta.url));
 
@@ -145,14 +145,15 @@ describe('spool, soak and start-up', () => {
       unit: 'handles',
       baseline: before.handles,
       ratio: after.handles / before.handles,
-      target: 'unchanged',
-      pass: after.handles === before.handles,
+      // The pg pool closes connections idle for 30 s, so the count may fall; a leak makes it grow.
+      target: 'not grown',
+      pass: after.handles <= before.handles,
       command: COMMAND,
     };
     record(rss, heap, handles);
     expect(rss.pass, `RSS ${before.rss} -> ${after.rss}`).toBe(true);
     expect(heap.pass, `heap ${before.heapUsed} -> ${after.heapUsed}`).toBe(true);
-    expect(after.byType, 'active resources by type').toEqual(before.byType);
+    for (const [type, n] of Object.entries(after.byType)) expect(n, `active ${type} handles`).toBeLessThanOrEqual(before.byType[type] ?? 0);
   });
 
   it('startup: process start to /health/ready 200 (migrations applied) vs node -e 0', async () => {

@@ -1,11 +1,11 @@
-/** What the benchmarks share: a database with many connected realms, and the simulator. */
+/** A database with connected realms and the simulator they are connected to (benchmarks, fault suite). */
 import { pino } from 'pino';
 import { forEachLimited } from '../../src/for-each-limited.js';
 import { IntuitOAuth } from '../../src/quickbooks/oauth.js';
 import { deadlineSignal } from '../../src/quickbooks/token-store.js';
 import { startSimulator, type Simulator } from '../../src/simulator/simulator.js';
-import { CLIENT_ID, CLIENT_SECRET, migratedDatabase, monitor } from '../support/qbo.js';
-import type { TestDatabase } from '../support/db.js';
+import { CLIENT_ID, CLIENT_SECRET, migratedDatabase, monitor } from './qbo.js';
+import type { TestDatabase } from './db.js';
 
 export interface Fixture {
   readonly db: TestDatabase;
@@ -15,9 +15,9 @@ export interface Fixture {
 }
 
 /** A migrated database with `count` realms connected to a fresh simulator (tokens refreshed once, stored encrypted). */
-export async function realmsFixture(count: number): Promise<Fixture> {
+export async function realmsFixture(count: number, simOptions: { slowMs?: number } = {}): Promise<Fixture> {
   const db = await migratedDatabase();
-  const sim = await startSimulator({ host: '127.0.0.1', clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
+  const sim = await startSimulator({ host: '127.0.0.1', clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, ...simOptions });
   const m = monitor(db, { tokenUrl: sim.tokenUrl, revokeUrl: sim.revokeUrl, apiBaseUrl: sim.url });
   const oauth = new IntuitOAuth({
     clientId: CLIENT_ID,
