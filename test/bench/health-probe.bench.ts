@@ -61,16 +61,24 @@ async function compare(name: string, daemonUrl: string): Promise<{ rows: BenchRe
   expect(sample.status).toBe(200);
   const bare = await bareServer(sample.body, sample.contentType);
   try {
-    // Interleaved, best of two each: a noisy neighbour then hurts both sides alike.
-    const best = (a: Load, b: Load): Load => (a.rps >= b.rps ? a : b);
-    const bare1 = await load(bare.url);
-    const daemon1 = await load(daemonUrl);
-    const bare2 = await load(bare.url);
-    const daemon2 = await load(daemonUrl);
-    const baseline = best(bare1, bare2);
-    const measured = best(daemon1, daemon2);
-    expect(daemon1.errors + daemon2.errors).toBe(0);
-    expect(daemon1.non2xx + daemon2.non2xx).toBe(0);
+    // Interleaved rounds, best of three each (highest rate, lowest p99): the machine is shared,
+    // and a noisy neighbour then hurts both sides alike instead of deciding the ratio.
+    const bares: Load[] = [];
+    const daemons: Load[] = [];
+    for (let round = 0; round < 3; round++) {
+      bares.push(await load(bare.url));
+      daemons.push(await load(daemonUrl));
+    }
+    const best = (runs: Load[]): Load => ({
+      rps: Math.max(...runs.map((r) => r.rps)),
+      p99: Math.min(...runs.map((r) => r.p99)),
+      non2xx: runs.reduce((n, r) => n + r.non2xx, 0),
+      errors: runs.reduce((n, r) => n + r.errors, 0),
+    });
+    const baseline = best(bares);
+    const measured = best(daemons);
+    expect(measured.errors).toBe(0);
+    expect(measured.non2xx).toBe(0);
     return {
       rows: [ratioAtLeast(name, measured.rps, 'req/s', baseline.rps, 0.85), atMost(`${name}_p99`, measured.p99, 'ms', 5, baseline.p99)],
       daemon: measured,

@@ -17,9 +17,11 @@ if (!parsed.ok) throw new Error(parsed.problems.join('; '));
 const log = createLogger({ level: 'info', secrets, destination: pino.destination({ dest: '/dev/null', sync: true }) });
 const daemon = await Daemon.start(parsed.config, log, secrets, 'soak');
 
-const settle = () => new Promise((r) => setTimeout(r, 200));
-async function sample(probes) {
-  await settle();
+// Before the samples whose handles are compared, the pool's idle connections (30 s idle timeout)
+// are given time to close, so both counts hold only what the daemon keeps open.
+const settleMs = Number(process.env.SOAK_SETTLE_MS ?? 0);
+async function sample(probes, settle = 200) {
+  await new Promise((r) => setTimeout(r, settle));
   globalThis.gc();
   globalThis.gc();
   const m = process.memoryUsage();
@@ -36,11 +38,11 @@ for (let i = 0; i < warmup; i++) {
   probes += realmCount;
 }
 const every = Number(process.env.SOAK_SAMPLE_EVERY ?? cycles);
-const samples = [await sample(probes)];
+const samples = [await sample(probes, settleMs)];
 for (let i = 1; i <= cycles; i++) {
   await daemon.probeNow();
   probes += realmCount;
-  if (i % every === 0) samples.push(await sample(probes));
+  if (i % every === 0) samples.push(await sample(probes, i === cycles ? settleMs : 200));
 }
 await daemon.stop('SIGINT');
 process.stdout.write(`${JSON.stringify({ samples })}\n`);
