@@ -4,6 +4,7 @@
  * 65 schema mismatch, 75 temporary failure, 78 configuration invalid).
  */
 import { readFileSync } from 'node:fs';
+import { pino } from 'pino';
 import { parseConfig, readEnvironment } from './config.js';
 import { Daemon } from './daemon/daemon.js';
 import { coerceError, ExitCode, OperatorError } from './errors.js';
@@ -11,8 +12,21 @@ import { createLogger, LogEvent, SecretRegistry, type Logger } from './log.js';
 
 const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
+/**
+ * The daemon's log lines go to stdout through a buffer written asynchronously: a log reader that
+ * falls behind (PM2 busy, a slow disk) then costs memory, not a blocked event loop, so probes and
+ * health checks keep their pace. Every exit writes out what is still buffered first.
+ */
+const stdout = pino.destination({ dest: 1, sync: false });
+
 function exit(log: Logger, code: number): never {
   log.flush();
+  try {
+    stdout.flushSync();
+  } catch (err) {
+    // The reader is gone (EPIPE) or stuck: the lines cannot be delivered; the exit code still is.
+    process.stderr.write(`qbo-health-monitor: could not write the last log lines: ${coerceError(err).message}\n`);
+  }
   process.exit(code);
 }
 
@@ -21,13 +35,13 @@ async function main(): Promise<void> {
   const parsed = parseConfig(readEnvironment(process.env, process.cwd()), 'full', process.cwd());
   secrets.add(...parsed.secrets);
   if (!parsed.ok) {
-    const log = createLogger({ level: 'info', secrets });
+    const log = createLogger({ level: 'info', secrets, destination: stdout });
     log.fatal({ event: LogEvent.configInvalid, problems: parsed.problems }, `configuration invalid: ${parsed.problems.join('; ')}`);
     process.stderr.write(`qbo-health-monitor: configuration invalid (set these in the environment or in .env):\n${parsed.problems.map((p) => `  ${p}`).join('\n')}\n`);
     exit(log, ExitCode.configInvalid);
   }
   const config = parsed.config;
-  const log = createLogger({ level: config.logLevel, secrets });
+  const log = createLogger({ level: config.logLevel, secrets, destination: stdout });
 
   process.on('uncaughtException', (err) => {
     log.fatal({ event: LogEvent.daemonFatal, err }, `uncaught exception: ${err.message}`);
