@@ -56,7 +56,7 @@ async function bytesOf(url: string): Promise<{ body: Buffer; contentType: string
 }
 
 /** The daemon's path vs a bare server with the same bytes, back to back. */
-async function compare(name: string, daemonUrl: string): Promise<{ rows: BenchResult[]; daemon: Load; bare: Load }> {
+async function compare(name: string, daemonUrl: string, lagOf?: () => Promise<number>): Promise<{ rows: BenchResult[]; daemon: Load; bare: Load; lags: number[] }> {
   const sample = await bytesOf(daemonUrl);
   expect(sample.status).toBe(200);
   const bare = await bareServer(sample.body, sample.contentType);
@@ -65,9 +65,14 @@ async function compare(name: string, daemonUrl: string): Promise<{ rows: BenchRe
     // and a noisy neighbour then hurts both sides alike instead of deciding the ratio.
     const bares: Load[] = [];
     const daemons: Load[] = [];
+    const lags: number[] = [];
     for (let round = 0; round < 3; round++) {
       bares.push(await load(bare.url));
+      // The daemon's event-loop lag is read around its own load only (while the bare server is
+      // hammered, the daemon merely waits for a CPU on this 2-core machine).
+      await lagOf?.();
       daemons.push(await load(daemonUrl));
+      if (lagOf) lags.push(await lagOf());
     }
     const best = (runs: Load[]): Load => ({
       rps: Math.max(...runs.map((r) => r.rps)),
@@ -83,6 +88,7 @@ async function compare(name: string, daemonUrl: string): Promise<{ rows: BenchRe
       rows: [ratioAtLeast(name, measured.rps, 'req/s', baseline.rps, 0.85), atMost(`${name}_p99`, measured.p99, 'ms', 5, baseline.p99)],
       daemon: measured,
       bare: baseline,
+      lags,
     };
   } finally {
     bare.close();
@@ -157,14 +163,15 @@ describe('health endpoint and probe cycle', () => {
     expect(rows).toBeLessThanOrEqual(logged);
 
     // health_endpoint_under_probe: cycles keep running (every 4 s, each about 3 s) during the load.
-    // The event-loop target is checked while /health/live is loaded (the probes are what is under
-    // test); the lag while /health's 1,000-realm document (about 250 KB) is served back to back
-    // is reported beside it: there the loop is busy writing responses, not probing.
-    await eventLoopLagP99Ms(base); // resets the histogram
-    const live = await compare('health_endpoint_live_under_probe', `${base}/health/live`);
-    const lagLive = await eventLoopLagP99Ms(base);
-    const health = await compare('health_endpoint_under_probe', `${base}/health`);
-    const lagHealth = await eventLoopLagP99Ms(base);
+    // The event-loop lag is the median of the three daemon rounds' p99. The target is checked
+    // while /health/live is loaded (the probes are what is under test); the lag while /health's
+    // 1,000-realm document (about 250 KB) is served back to back is reported beside it: there the
+    // loop is busy writing responses, not probing.
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+    const live = await compare('health_endpoint_live_under_probe', `${base}/health/live`, () => eventLoopLagP99Ms(base));
+    const lagLive = median(live.lags);
+    const health = await compare('health_endpoint_under_probe', `${base}/health`, () => eventLoopLagP99Ms(base));
+    const lagHealth = median(health.lags);
     expect(daemon.events('scheduler.cycle_completed').length - 3).toBeGreaterThanOrEqual(4);
     const reported = (r: BenchResult | undefined): BenchResult => ({ ...(r as BenchResult), target: 'reported', pass: true });
     const lagRow = atMost('event_loop_lag_p99_under_probe', lagLive, 'ms', 20);
