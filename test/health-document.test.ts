@@ -40,7 +40,7 @@ describe('/health document', () => {
     expect(Object.keys(first.checks)).toEqual(['quickbooks:connection', 'quickbooks:refreshTokenExpiry', 'postgres:connection', 'postgres:schema', 'spool:pending', 'scheduler:lastTick', 'alerts:open']);
 
     state.observe(result('1', 'c', 'fail', 100));
-    state.retainRealms(['1']);
+    state.retainRealms(new Set(['1']));
     const second = doc.render(state, now);
     expect(second.status).toBe('fail');
     const parsed = JSON.parse(second.json) as typeof first;

@@ -283,7 +283,7 @@ export class Daemon {
     const realms = await this.listRealms();
     const current = new Set(realms);
     for (const id of this.state.realms.keys()) if (!current.has(id)) this.metrics.forget(id);
-    this.state.retainRealms(realms);
+    this.state.retainRealms(current);
     const outcomes = { pass: 0, warn: 0, fail: 0 };
     // A probe slot moves on to its next realm as soon as the result is handed to the recorder;
     // the cycle ends only when every result is in the database or the spool. The first failure

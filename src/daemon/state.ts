@@ -36,8 +36,7 @@ export class HealthState {
   }
 
   /** Keeps only the realms still being probed (a disconnected realm leaves the health report). */
-  retainRealms(realmIds: readonly string[]): void {
-    const keep = new Set(realmIds);
+  retainRealms(keep: ReadonlySet<string>): void {
     for (const id of this.realms.keys()) if (!keep.has(id)) this.realms.delete(id);
   }
 

@@ -5,10 +5,9 @@
  * for the probe cycle the ideal time (realms x simulator latency / concurrency).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { mkdtempSync } from 'node:fs';
 import autocannon from 'autocannon';
 import { afterAll, describe, expect, it } from 'vitest';
 import { daemonEnv, spawnDaemon, type RunningDaemon } from '../support/daemon.js';

@@ -82,16 +82,28 @@ describe('PostgreSQL stopped under the daemon (a server of its own)', () => {
       await daemon.waitFor('probe.succeeded', { count: 2 });
       await stop();
       await daemon.waitFor('spool.appended', { count: 2 });
-      await daemon.waitFor('alert.raised', { where: (l) => l.kind === 'database' });
+      const raised = await daemon.waitFor('alert.raised', { where: (l) => l.kind === 'database' });
+      expect(raised).toMatchObject({ severity: 'critical', summary: expect.stringContaining('results wait in the spool') });
       expect((await fetch(`${base}/health/ready`)).status).toBe(503);
+      expect((await fetch(`${base}/health/live`)).status).toBe(200);
+      const during = (await (await fetch(`${base}/health`)).json()) as { status: string; checks: Record<string, Array<{ status: string; observedValue?: number }>> };
+      expect(during.status).toBe('fail');
+      expect(during.checks['spool:pending']?.[0]?.observedValue).toBeGreaterThan(0);
+      // /status reads PostgreSQL: it says so with a 503 (and a warn line), never a hang or a 500.
+      const status = await fetch(`${base}/status`);
+      expect(status.status).toBe(503);
+      expect(await status.text()).toContain('cannot be read from PostgreSQL');
+      // The warn line (logs are written asynchronously, so it may follow the response).
+      await daemon.waitFor('db.read_failed', { where: (l) => l.what === 'status report' && l.level === 40 });
       expect(spooledIds(e.SPOOL_DIR as string).length).toBeGreaterThan(0);
-      // While it is down: attempted = rows + spooled.
       await start();
       await daemon.waitFor('spool.replayed', { where: (l) => Number(l.count) > 0 });
       await daemon.waitFor('alert.resolved', { where: (l) => l.kind === 'database' });
+      await hook.waitFor('alert.resolved', 'database');
       await until('/health/ready 200', async () => (await fetch(`${base}/health/ready`)).status === 200);
       expect((await daemon.stop('SIGINT')).code).toBe(0);
       await expectNothingLost(query, e.SPOOL_DIR as string, [daemon], true);
+      expect((await query("SELECT state FROM quickbooks_alert_state WHERE realm_id = '' AND kind = 'database'")).rows[0]?.state).toBe('resolved');
       expectNoSecrets([daemon], [...sim.issuedTokens(), PASSWORD]);
     } finally {
       await daemon.stop('SIGKILL');
