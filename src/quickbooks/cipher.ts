@@ -10,6 +10,22 @@ const VERSION = 'v1';
 
 export type TokenField = 'access_token' | 'refresh_token';
 
+/**
+ * A stored envelope this process cannot open: the key is not the one it was sealed with, or the
+ * envelope is damaged. Exit 78 for the CLI; for the daemon a probe result `token_unreadable`.
+ */
+export class TokenUnreadableError extends OperatorError {
+  constructor(
+    message: string,
+    readonly realmId: string,
+    readonly field: TokenField,
+    options?: { cause?: unknown },
+  ) {
+    super(message, ExitCode.configInvalid, options);
+    this.name = 'TokenUnreadableError';
+  }
+}
+
 export class TokenCipher {
   constructor(private readonly key: Buffer) {
     if (key.length !== 32) throw new Error('TOKEN_ENCRYPTION_KEY must decode to 32 bytes');
@@ -26,7 +42,7 @@ export class TokenCipher {
   decrypt(envelope: string, realmId: string, field: TokenField): string {
     const [version, iv, tag, body] = envelope.split('.');
     if (version !== VERSION || !iv || !tag || body === undefined) {
-      throw new OperatorError(`the stored ${field} of realm ${realmId} is not a token envelope this release can read`, ExitCode.configInvalid);
+      throw new TokenUnreadableError(`the stored ${field} of realm ${realmId} is not a token envelope this release can read`, realmId, field);
     }
     try {
       const decipher = createDecipheriv('aes-256-gcm', this.key, Buffer.from(iv, 'base64'));
@@ -34,10 +50,11 @@ export class TokenCipher {
       decipher.setAuthTag(Buffer.from(tag, 'base64'));
       return Buffer.concat([decipher.update(Buffer.from(body, 'base64')), decipher.final()]).toString('utf8');
     } catch (err) {
-      throw new OperatorError(
+      throw new TokenUnreadableError(
         `cannot decrypt the stored ${field} of realm ${realmId}: TOKEN_ENCRYPTION_KEY is not the key the tokens were encrypted with ` +
           '(restore the original key, or re-import the realm with `qbhealth import-tokens` / `qbhealth connect`)',
-        ExitCode.configInvalid,
+        realmId,
+        field,
         { cause: err },
       );
     }

@@ -10,6 +10,13 @@ export const ErrorCode = {
   timeout: 'timeout',
   network: 'network',
   badResponse: 'bad_response',
+  // Failures on the monitor's own side: results too, never a skipped probe.
+  /** The configured TOKEN_ENCRYPTION_KEY cannot open this realm's stored tokens. */
+  tokenUnreadable: 'token_unreadable',
+  /** PostgreSQL could not serve the realm's tokens (unreachable, timed out, lock not granted, schema gap). */
+  databaseUnavailable: 'database_unavailable',
+  /** Anything unexpected in the probe path (a defect, or a library failing in a way not classified above). */
+  internal: 'internal',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
