@@ -1,8 +1,10 @@
 /** Commands that talk to QuickBooks: import-tokens, probe (connect and disconnect are in connect-commands). */
 import { insertProbeResult } from '../db/queries.js';
-import { ExitCode, OperatorError } from '../errors.js';
+import { coerceError, ExitCode, OperatorError } from '../errors.js';
 import type { ProbeResult } from '../probe/result.js';
-import { deadlineSignal } from '../quickbooks/token-store.js';
+import pRetry from 'p-retry';
+import { RealmDisconnectedError, type TokenStore } from '../quickbooks/token-store.js';
+import type { TokenSet } from '../quickbooks/oauth.js';
 import { ErrorCode, IntuitFailure } from '../quickbooks/outcome.js';
 import { connectionFailure, isDatabaseUnavailable, isSchemaGap } from '../db/pool.js';
 import { forEachLimited } from '../for-each-limited.js';
@@ -51,13 +53,16 @@ export const importTokensCommand: Command = {
   description:
     'Reads a QuickBooks refresh token from standard input (never from the command line, where `ps` would show it), ' +
     'refreshes it once to prove it works and to learn its expiry, and stores the rotated pair encrypted under ' +
-    'TOKEN_ENCRYPTION_KEY. Example: `qbhealth import-tokens --realm-id 9130357766 < refresh-token.txt`.',
+    'TOKEN_ENCRYPTION_KEY, under the realm\'s row lock (as a running daemon refreshes). The refresh rotates the token: ' +
+    'a copy another application still uses stops working, so import only a token nothing else uses. ' +
+    'Example: `qbhealth import-tokens --realm-id 9130357766 < refresh-token.txt`.',
   options: { 'realm-id': realmOption },
   exitCodes: [
     [0, 'imported; the realm is connected'],
     [1, 'Intuit refused the token (the line says why)'],
     [2, 'usage: --realm-id missing or not numeric, or nothing on stdin'],
-    [75, 'PostgreSQL or Intuit unreachable; retry'],
+    [65, 'the database schema is incomplete; run `qbhealth migrate`'],
+    [75, 'PostgreSQL or Intuit unreachable; retry (when Intuit already rotated the token, the line says to reconnect instead)'],
     [78, 'configuration invalid'],
   ],
   run: (io, values) => {
@@ -68,12 +73,12 @@ export const importTokensCommand: Command = {
       io.secrets.add(refreshToken);
       let tokens;
       try {
-        tokens = await oauth.refresh(refreshToken, deadlineSignal(config.probeTimeoutMs));
+        tokens = await store.importRefreshToken(realmId, config.qboEnvironment, refreshToken);
       } catch (err) {
-        if (!(err instanceof IntuitFailure)) throw err;
-        throw new OperatorError(`Intuit refused the refresh token: ${err.message}`, intuitExitCode(err), { cause: err });
+        if (err instanceof IntuitFailure) throw new OperatorError(`Intuit refused the refresh token: ${err.message}`, intuitExitCode(err), { cause: err });
+        if (!store.unsavedRealms().includes(realmId)) throw databaseFailure(err) ?? err;
+        tokens = await storeImportedPair(store, realmId, err);
       }
-      await store.save(realmId, config.qboEnvironment, tokens);
       writeLine(io.stdout, io.secrets, `imported realm ${realmId} (${config.qboEnvironment})`);
       writeLine(io.stdout, io.secrets, `  refresh token expires in ${days(tokens.refreshTokenExpiresAt)}`);
       writeLine(io.stdout, io.secrets, `  hard expiry in ${days(tokens.refreshTokenHardExpiresAt)}`);
@@ -81,6 +86,27 @@ export const importTokensCommand: Command = {
     });
   },
 };
+
+/**
+ * Intuit rotated the imported token but PostgreSQL did not take the new pair: the imported token is
+ * spent, so the pair is retried for a while (PostgreSQL restarting, a lock) before giving up with
+ * a line that says exactly what was lost.
+ */
+async function storeImportedPair(store: TokenStore, realmId: string, first: unknown): Promise<TokenSet> {
+  const pair = store.unsavedPair(realmId);
+  try {
+    await pRetry(() => store.storeUnsaved(realmId), { retries: 5, minTimeout: 500, maxTimeout: 8000 });
+  } catch (err) {
+    throw new OperatorError(
+      `Intuit rotated the imported refresh token, but PostgreSQL did not store the new pair (${coerceError(first).message}; then ${coerceError(err).message}). ` +
+        `The imported token is now spent: reconnect realm ${realmId} with \`qbhealth connect\` once PostgreSQL is back`,
+      ExitCode.temporaryFailure,
+      { cause: err },
+    );
+  }
+  if (!pair) throw coerceError(first);
+  return pair;
+}
 
 function formatResult(r: ProbeResult): string {
   const parts = [
@@ -119,14 +145,23 @@ export const probeCommand: Command = {
           writeLine(io.stderr, io.secrets, only ? `realm ${only} is not known: import or connect it first` : 'no realms to probe: run `qbhealth import-tokens` or `qbhealth connect`');
           return ExitCode.probeFailing;
         }
+        // A disconnected realm is never refreshed by any path: probing it would revive it.
+        if (realms[0]?.status === 'disconnected') {
+          writeLine(io.stderr, io.secrets, new RealmDisconnectedError(realms[0].realmId).message);
+          return ExitCode.probeFailing;
+        }
         const results: ProbeResult[] = [];
+        let ours: OperatorError | undefined;
         await forEachLimited(realms, config.probeConcurrency, async (realm) => {
-          const result = await prober.probeRealm(realm.realmId);
+          const { result, cause } = await prober.probe(realm.realmId);
           await insertProbeResult(pool, result);
           results.push(result);
+          // PostgreSQL failing the token read is ours to fix (65, 75), not the connection's (1).
+          if (cause) ours ??= databaseFailure(cause);
         });
         results.sort((a, b) => a.realmId.localeCompare(b.realmId));
         for (const r of results) writeLine(io.stdout, io.secrets, formatResult(r));
+        if (ours) throw ours;
         return results.every((r) => r.connected) ? ExitCode.ok : ExitCode.probeFailing;
       } catch (err) {
         throw databaseFailure(err) ?? err;

@@ -26,6 +26,33 @@ export class HealthState {
   shuttingDown = false;
   openAlerts: () => readonly AlertState[] = () => [];
 
+  /** Realms the scheduler must probe, with when each became due a first result (start, or its connect). */
+  readonly expected = new Map<string, Date>();
+  /** Schedule period; staleness is judged in periods of it. */
+  periodMs = 60_000;
+
+  /** The realms the last listing returned: each is expected to have results from now on. */
+  expectRealms(ids: Iterable<string>, now = new Date()): void {
+    const keep = new Set(ids);
+    for (const id of this.expected.keys()) if (!keep.has(id)) this.expected.delete(id);
+    for (const id of keep) if (!this.expected.has(id)) this.expected.set(id, now);
+  }
+
+  /**
+   * Expected realms without a recent result: the newest is older than 3 schedule periods, or none
+   * came within 2 periods of the realm becoming due. A scheduler that ticks but skips realms (a
+   * stuck cycle, a failing listing, a defect) shows here, where /health/live cannot see it.
+   */
+  stalledRealms(now = Date.now()): Array<{ realmId: string; sinceMs: number; lastResultAt: Date | undefined }> {
+    const stalled: Array<{ realmId: string; sinceMs: number; lastResultAt: Date | undefined }> = [];
+    for (const [realmId, due] of this.expected) {
+      const last = this.realms.get(realmId)?.last.checkedAt;
+      const sinceMs = now - (last ?? due).getTime();
+      if (sinceMs > (last ? 3 : 2) * this.periodMs) stalled.push({ realmId, sinceMs, lastResultAt: last });
+    }
+    return stalled;
+  }
+
   observe(result: ProbeResult): void {
     const previous = this.realms.get(result.realmId);
     this.realms.set(result.realmId, {
@@ -38,6 +65,7 @@ export class HealthState {
   /** Keeps only the realms still being probed (a disconnected realm leaves the health report). */
   retainRealms(keep: ReadonlySet<string>): void {
     for (const id of this.realms.keys()) if (!keep.has(id)) this.realms.delete(id);
+    this.expectRealms(keep);
   }
 
   /** Live: the scheduler ticks (or has only just started) and the event loop is responsive. */

@@ -174,6 +174,34 @@ export class Escalator {
     this.dirty.add(k);
   }
 
+  /**
+   * A realm no longer monitored (removed from the token table, or disconnected): its open alerts
+   * resolve with `reason` (not "recovered"), and its running failure counts end.
+   */
+  resolveRealm(realmId: string, reason: string): number {
+    let resolved = 0;
+    const at = this.now();
+    for (const [k, s] of this.states) {
+      if (s.realmId !== realmId || (s.state === 'resolved' && s.consecutiveFailures === 0)) continue;
+      if (s.state === 'open') {
+        s.state = 'resolved';
+        s.resolvedAt = at;
+        this.notify(s, LogEvent.alertResolved, at, reason);
+        resolved++;
+      }
+      s.consecutiveFailures = 0;
+      this.dirty.add(k);
+    }
+    return resolved;
+  }
+
+  /** Realms with an open alert or a running failure count. */
+  realmsWithState(): Set<string> {
+    const realms = new Set<string>();
+    for (const s of this.states.values()) if (s.realmId !== '' && (s.state === 'open' || s.consecutiveFailures > 0)) realms.add(s.realmId);
+    return realms;
+  }
+
   /** Writes changed states; on failure they stay pending for the next call. */
   async persist(): Promise<boolean> {
     if (this.dirty.size === 0) return true;
@@ -209,7 +237,7 @@ export class Escalator {
     return true;
   }
 
-  private notify(s: AlertState, event: AlertNotification['event'], at: Date): void {
+  private notify(s: AlertState, event: AlertNotification['event'], at: Date, reason?: string): void {
     s.lastNotifiedAt = at;
     const where = s.realmId === '' ? '' : ` realm ${s.realmId}`;
     const fields = {
@@ -222,10 +250,12 @@ export class Escalator {
       since: s.since.toISOString(),
       lastError: s.lastError ?? null,
       intuitTid: s.intuitTid ?? null,
+      ...(reason ? { reason } : {}),
     };
     const icon = event === LogEvent.alertResolved ? ':white_check_mark:' : s.severity === 'critical' ? ':rotating_light:' : ':warning:';
     const verb = event === LogEvent.alertResolved ? 'RESOLVED' : event === LogEvent.alertRepeated ? 'STILL FAILING' : s.severity.toUpperCase();
-    const text = `${icon} [${verb}] ${s.kind}${where}: ${event === LogEvent.alertResolved ? `recovered after ${s.consecutiveFailures} failure(s) since ${fields.since}` : s.summary}`;
+    const resolution = reason ? `resolved: ${reason}` : `recovered after ${s.consecutiveFailures} failure(s) since ${fields.since}`;
+    const text = `${icon} [${verb}] ${s.kind}${where}: ${event === LogEvent.alertResolved ? resolution : s.summary}`;
     if (event === LogEvent.alertResolved) this.log.info({ ...fields, event }, text);
     else this.log.error({ ...fields, event }, text);
     this.notifier.send({ ...fields, text });

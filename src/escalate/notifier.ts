@@ -12,13 +12,15 @@ import { LogEvent, type Logger } from '../log.js';
 export interface AlertNotification {
   readonly event: 'alert.raised' | 'alert.repeated' | 'alert.resolved';
   readonly severity: 'warning' | 'critical';
-  readonly kind: 'quickbooks_api' | 'quickbooks_auth' | 'database' | 'schema' | 'refresh_token_expiry';
+  readonly kind: 'quickbooks_api' | 'quickbooks_auth' | 'database' | 'schema' | 'refresh_token_expiry' | 'monitor_stalled';
   readonly realmId: string | null;
   readonly summary: string;
   readonly consecutiveFailures: number;
   readonly since: string;
   readonly lastError: string | null;
   readonly intuitTid: string | null;
+  /** Why an alert resolved without a success (e.g. the realm was disconnected by an operator). */
+  readonly reason?: string;
   readonly text: string;
 }
 

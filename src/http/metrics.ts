@@ -73,8 +73,15 @@ export class Metrics {
     });
   }
 
+  /** Label values seen per realm on the counters, so a forgotten realm's series can all be removed. */
+  private readonly seen = new Map<string, { statuses: Set<string>; codes: Set<string> }>();
+
   observe(r: ProbeResult): void {
     const realm = { realm_id: r.realmId };
+    let seen = this.seen.get(r.realmId);
+    if (!seen) this.seen.set(r.realmId, (seen = { statuses: new Set(), codes: new Set() }));
+    seen.statuses.add(r.status);
+    if (!r.connected) seen.codes.add(r.errorCode);
     this.success.set(realm, r.connected ? 1 : 0);
     this.duration.set(realm, r.latencyMs / 1000);
     this.httpStatus.set(realm, r.httpStatus ?? 0);
@@ -83,8 +90,12 @@ export class Metrics {
     if (r.refreshTokenExpiresAt) this.refreshLeft.set(realm, Math.round((r.refreshTokenExpiresAt.getTime() - Date.now()) / 1000));
   }
 
-  /** A realm no longer probed (disconnected) leaves the per-realm gauges. */
+  /** A realm no longer probed (disconnected, removed) leaves every per-realm series. */
   forget(realmId: string): void {
     for (const g of [this.success, this.duration, this.httpStatus, this.refreshLeft]) g.remove({ realm_id: realmId });
+    const seen = this.seen.get(realmId);
+    for (const status of seen?.statuses ?? []) this.probes.remove({ realm_id: realmId, status });
+    for (const code of seen?.codes ?? []) this.failures.remove({ realm_id: realmId, error_code: code });
+    this.seen.delete(realmId);
   }
 }

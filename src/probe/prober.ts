@@ -1,13 +1,19 @@
 /**
  * Probes one realm: a fresh access token (refreshed under the row lock when needed), then
  * CompanyInfo; a 401 refreshes once and retries once. Everything, refresh included, runs under one
- * deadline (PROBE_TIMEOUT_MS). Intuit's answers become a classified ProbeResult; failures of our
- * own side (database, key) are thrown for the caller to escalate, never folded into a result.
+ * deadline (PROBE_TIMEOUT_MS). Every probe ends as a classified ProbeResult, whatever failed:
+ * Intuit's answers, and our own side too (a key that cannot open the tokens, PostgreSQL unable to
+ * serve them, anything unexpected), so a realm's history never has a hole and every failure
+ * reaches escalation. The one exception is a realm an operator disconnected meanwhile: it is no
+ * longer monitored, and RealmDisconnectedError says so.
  */
 import { randomUUID } from 'node:crypto';
+import { isDatabaseUnavailable, isSchemaGap, isSqlError, sqlState, SqlState } from '../db/pool.js';
+import { coerceError } from '../errors.js';
 import { fetchCompanyInfo, type CompanyInfo } from '../quickbooks/api.js';
+import { TokenUnreadableError } from '../quickbooks/cipher.js';
 import { ErrorCode, IntuitFailure } from '../quickbooks/outcome.js';
-import { deadlineSignal, type RealmTokens, type TokenStore } from '../quickbooks/token-store.js';
+import { deadlineSignal, RealmDisconnectedError, type RealmTokens, type TokenStore } from '../quickbooks/token-store.js';
 import { LogEvent, type Logger, type SecretRegistry } from '../log.js';
 import type { ProbeResult } from './result.js';
 
@@ -19,6 +25,32 @@ export interface ProberOptions {
 
 const DAY_MS = 86_400_000;
 
+/** A probe's result and, for a failure of our own side, what caused it (kept in memory only, for escalation). */
+export interface ProbeOutcome {
+  readonly result: ProbeResult;
+  /** The PostgreSQL failure behind `database_unavailable`, or the error behind `token_unreadable` / `internal`. */
+  readonly cause?: Error;
+}
+
+type Failure = { readonly code: Exclude<ErrorCode, 'ok'>; readonly message: string; readonly httpStatus?: number | undefined; readonly intuitTid?: string | undefined; readonly err: Error };
+
+/** Anything a probe can throw, in the contract's error_code vocabulary. */
+export function classifyProbeFailure(thrown: unknown): Failure {
+  if (thrown instanceof IntuitFailure) return { code: thrown.code, message: thrown.message, httpStatus: thrown.httpStatus, intuitTid: thrown.intuitTid, err: thrown };
+  const err = coerceError(thrown);
+  if (thrown instanceof TokenUnreadableError) {
+    return { code: ErrorCode.tokenUnreadable, message: err.message, err };
+  }
+  // A lock not granted in time (55P03), a cancelled statement (57014), a read-only server, a
+  // dropped table: PostgreSQL could not serve the realm's tokens. All SQL failures land here, so
+  // none is mistaken for a defect in the monitor.
+  if (isDatabaseUnavailable(err) || isSchemaGap(err) || isSqlError(err)) {
+    const held = sqlState(err) === SqlState.lockNotAvailable ? " (another process held the realm's token row lock: a slow refresh, or a stuck session)" : '';
+    return { code: ErrorCode.databaseUnavailable, message: `PostgreSQL could not serve this realm's tokens: ${err.message}${held}`, err };
+  }
+  return { code: ErrorCode.internal, message: `unexpected failure in the probe: ${err.name}: ${err.message}`, err };
+}
+
 export class Prober {
   constructor(
     private readonly store: TokenStore,
@@ -29,6 +61,10 @@ export class Prober {
   ) {}
 
   async probeRealm(realmId: string, cancel?: AbortSignal): Promise<ProbeResult> {
+    return (await this.probe(realmId, cancel)).result;
+  }
+
+  async probe(realmId: string, cancel?: AbortSignal): Promise<ProbeOutcome> {
     const checkedAt = this.now();
     const started = performance.now();
     const signal = deadlineSignal(this.opts.probeTimeoutMs, cancel);
@@ -45,6 +81,7 @@ export class Prober {
     };
     try {
       tokens = await this.store.get(realmId);
+      if (tokens?.status === 'disconnected') throw new RealmDisconnectedError(realmId);
       if (!tokens) {
         throw new IntuitFailure(ErrorCode.authInvalidGrant, `realm ${realmId} has no stored tokens: run \`qbhealth import-tokens\` or \`qbhealth connect\``, undefined, undefined);
       }
@@ -66,11 +103,14 @@ export class Prober {
         info = await callApi(tokens);
       }
     } catch (err) {
-      if (!(err instanceof IntuitFailure)) throw err;
-      return this.result(realmId, checkedAt, started, apiMs, tokens, err, undefined);
+      if (err instanceof RealmDisconnectedError) throw err;
+      const failure = classifyProbeFailure(err);
+      const result = this.result(realmId, checkedAt, started, apiMs, tokens, failure, undefined);
+      return failure.err instanceof IntuitFailure ? { result } : { result, cause: failure.err };
     }
+    // A label, not a result: setCompanyName logs its own failure and never fails the probe.
     if (info.companyName !== tokens.companyName) await this.store.setCompanyName(realmId, info.companyName);
-    return this.result(realmId, checkedAt, started, apiMs, tokens, undefined, info);
+    return { result: this.result(realmId, checkedAt, started, apiMs, tokens, undefined, info) };
   }
 
   private result(
@@ -79,7 +119,7 @@ export class Prober {
     started: number,
     apiMs: number | undefined,
     tokens: RealmTokens | undefined,
-    failure: IntuitFailure | undefined,
+    failure: Failure | undefined,
     info: CompanyInfo | undefined,
   ): ProbeResult {
     const expiries = [tokens?.refreshTokenExpiresAt, tokens?.refreshTokenHardExpiresAt].filter((d): d is Date => d !== undefined);
@@ -102,8 +142,19 @@ export class Prober {
       companyName: info?.companyName ?? tokens?.companyName,
     };
     if (failure) {
-      this.log.warn(
-        { event: LogEvent.probeFailed, probeId: result.probeId, realmId, errorCode: code, httpStatus: result.httpStatus, intuitTid: result.intuitTid, latencyMs: result.latencyMs, err: failure },
+      // A defect gets its stack in the log line (never in the row); expected failures do not.
+      const level = code === ErrorCode.internal || code === ErrorCode.tokenUnreadable ? 'error' : 'warn';
+      this.log[level](
+        {
+          event: LogEvent.probeFailed,
+          probeId: result.probeId,
+          realmId,
+          errorCode: code,
+          httpStatus: result.httpStatus,
+          intuitTid: result.intuitTid,
+          latencyMs: result.latencyMs,
+          err: failure.err,
+        },
         `probe failed: ${result.error}`,
       );
     } else {

@@ -7,15 +7,48 @@
  *  3. persist the new pair (commit) before anyone uses it;
  *  4. on invalid_grant, release the lock and re-read the row once: if it rotated meanwhile (an
  *     import, a connect, another writer), use or refresh that instead; only a token that is still
- *     the one Intuit refused makes the realm `reconnect_required`.
+ *     the one Intuit refused makes the realm `reconnect_required`;
+ *  5. once a refresh request is sent, its answer is awaited under a bound of its own
+ *     (REFRESH_ANSWER_TIMEOUT_MS), not the probe's deadline, and the pair committed whatever became
+ *     of the probe: the request has already spent the stored refresh token. A pair Intuit issued
+ *     that PostgreSQL did not take is kept in memory and stored first thing when it can be;
+ *  6. a `disconnected` realm is never refreshed.
  */
 import type { QboEnvironment } from '../config.js';
 import { inTransaction, isDatabaseUnavailable, withClient, type Pool, type Queryable } from '../db/pool.js';
 import { tokensTable as T } from '../db/schema.js';
+import { coerceError } from '../errors.js';
 import { LogEvent, type Logger, type SecretRegistry } from '../log.js';
-import type { TokenCipher } from './cipher.js';
-import type { IntuitOAuth, TokenSet } from './oauth.js';
+import { TokenUnreadableError, type TokenCipher } from './cipher.js';
+import { raceSignal, type IntuitOAuth, type TokenSet } from './oauth.js';
 import { ErrorCode, IntuitFailure } from './outcome.js';
+
+/**
+ * How long an answer to a sent refresh request is awaited, independent of the probe's deadline.
+ * PM2's kill_timeout (ecosystem.config.js) leaves room for a probe's deadline plus this.
+ */
+export const REFRESH_ANSWER_TIMEOUT_MS = 15_000;
+
+/** The realm was disconnected by an operator: it is not monitored, and its tokens are never refreshed. */
+export class RealmDisconnectedError extends Error {
+  constructor(readonly realmId: string) {
+    super(`realm ${realmId} is disconnected (\`qbhealth disconnect\`); it is not monitored and its tokens are not refreshed. Reconnect it with \`qbhealth connect\` or \`qbhealth import-tokens\``);
+    this.name = 'RealmDisconnectedError';
+  }
+}
+
+/** A pair Intuit issued that PostgreSQL has not stored yet. */
+interface UnsavedPair {
+  readonly realmId: string;
+  readonly environment: QboEnvironment;
+  readonly tokens: TokenSet;
+  /**
+   * The stored refresh token it replaces: the row is overwritten only while it still holds that
+   * one. Undefined for an import, whose pair replaces whatever the row holds.
+   */
+  readonly from: string | undefined;
+  readonly receivedAt: Date;
+}
 
 export type ConnectionStatus = 'connected' | 'reconnect_required' | 'disconnected';
 
@@ -71,6 +104,9 @@ const COLUMNS = T.columnList([...WRITTEN_COLUMNS, 'company_name', 'revision']);
 
 export class TokenStore {
   private readonly lastRead = new Map<string, RealmTokens>();
+  private readonly unsaved = new Map<string, UnsavedPair>();
+  /** Refreshes under way, including ones whose probe has given up waiting. */
+  private readonly refreshing = new Set<Promise<unknown>>();
 
   constructor(
     private readonly pool: Pool,
@@ -129,6 +165,25 @@ export class TokenStore {
     return tokens;
   }
 
+  /**
+   * The monitored realms (not `disconnected`), and those whose envelopes this process's key cannot
+   * open, with the reason (no token in it). Read once at start-up so a wrong key is reported at
+   * once rather than realm by realm as probes come round.
+   */
+  async checkReadable(): Promise<{ realms: string[]; unreadable: Array<{ realmId: string; error: string }> }> {
+    const { rows } = await this.pool.query<TokenRow>(`SELECT ${COLUMNS} FROM ${T.name} WHERE status <> 'disconnected' ORDER BY realm_id`);
+    const unreadable: Array<{ realmId: string; error: string }> = [];
+    for (const row of rows) {
+      try {
+        this.lastRead.set(row.realm_id, this.decode(row));
+      } catch (err) {
+        if (!(err instanceof TokenUnreadableError)) throw err;
+        unreadable.push({ realmId: row.realm_id, error: err.message });
+      }
+    }
+    return { realms: rows.map((r) => r.realm_id), unreadable };
+  }
+
   /** Realms to probe: every one not `disconnected` (or just `realmId`, whatever its status). */
   async listRealms(realmId?: string): Promise<RealmSummary[]> {
     const result = await this.pool.query<{ realm_id: string; status: ConnectionStatus }>(
@@ -173,21 +228,49 @@ export class TokenStore {
     return Number(result.rows[0]?.revision);
   }
 
+  /**
+   * `qbhealth import-tokens`: refreshes an operator-supplied refresh token and stores the issued
+   * pair under the realm's row lock, as the daemon's refresh does, so an import never races a
+   * running daemon's rotation. Once Intuit has answered, the imported token is spent: a pair that
+   * cannot be stored is retried while the command runs (`storeUnsaved`), never dropped silently.
+   */
+  async importRefreshToken(realmId: string, environment: QboEnvironment, refreshToken: string): Promise<TokenSet> {
+    this.secrets.track(`import:${realmId}`, [refreshToken]);
+    let received: UnsavedPair | undefined;
+    try {
+      return await withClient(this.pool, (client) =>
+        inTransaction(client, async () => {
+          // The existing row (if any) is locked without decrypting it: an import is how a realm
+          // whose envelopes the key cannot open is mended.
+          await client.query(`SELECT 1 FROM ${T.name} WHERE ${T.col('realm_id')} = $1 FOR UPDATE`, [realmId]);
+          const issued = await this.oauth.refresh(refreshToken, AbortSignal.timeout(REFRESH_ANSWER_TIMEOUT_MS));
+          received = { realmId, environment, tokens: issued, from: undefined, receivedAt: this.now() };
+          await this.write(client, realmId, environment, issued);
+          return issued;
+        }),
+      );
+    } catch (err) {
+      if (!received) throw err;
+      this.unsaved.set(realmId, received);
+      this.log.error({ event: LogEvent.tokenUnsaved, realmId, err }, `Intuit rotated the imported token but PostgreSQL did not store the new pair`);
+      throw err;
+    }
+  }
+
   /** Stores a freshly issued token pair (import, connect): the realm becomes `connected`. */
   async save(realmId: string, environment: QboEnvironment, tokens: TokenSet): Promise<number> {
     return withClient(this.pool, (client) => this.write(client, realmId, environment, tokens));
   }
 
   /**
-   * Records the company name CompanyInfo reported. It is a label, not a result: when PostgreSQL
-   * cannot take it, that is logged and the probe goes on (the next probe tries again).
+   * Records the company name CompanyInfo reported. It is a label, not a result: whatever keeps
+   * PostgreSQL from taking it is logged and the probe goes on (the next probe tries again).
    */
   async setCompanyName(realmId: string, companyName: string): Promise<void> {
     try {
       await this.pool.query(`UPDATE ${T.name} SET company_name = $2 WHERE realm_id = $1 AND company_name IS DISTINCT FROM $2`, [realmId, companyName]);
     } catch (err) {
-      if (!isDatabaseUnavailable(err)) throw err;
-      this.log.warn({ event: LogEvent.dbWriteFailed, what: 'company name', realmId, err }, 'company name not saved yet: PostgreSQL unreachable');
+      this.log.warn({ event: LogEvent.dbWriteFailed, what: 'company name', realmId, err }, 'company name not saved yet; the next successful probe tries again');
       return;
     }
     const cached = this.lastRead.get(realmId);
@@ -215,6 +298,88 @@ export class TokenStore {
    * `staleRevision`: the revision whose access token was refused (401) and must not be reused.
    */
   async freshAccessToken(realmId: string, signal: AbortSignal, staleRevision?: number): Promise<RealmTokens> {
+    // A pair issued earlier and not stored yet comes first: the stored refresh token is spent.
+    if (this.unsaved.has(realmId)) await this.storeUnsaved(realmId);
+    const work = this.refreshProtocol(realmId, signal, staleRevision);
+    this.refreshing.add(work);
+    void work
+      .finally(() => this.refreshing.delete(work))
+      .catch((err: unknown) => {
+        // The probe that started this refresh stopped waiting for it at its deadline, so this
+        // failure has no other reader. (When the probe is still waiting, it gets the error too.)
+        if (signal.aborted) this.log.warn({ event: LogEvent.tokenRefreshFailed, realmId, err }, 'a token refresh that outlived its probe failed');
+      });
+    try {
+      return await raceSignal(work, signal);
+    } catch (err) {
+      if (!signal.aborted || err instanceof IntuitFailure || err instanceof RealmDisconnectedError) throw err;
+      throw new IntuitFailure(
+        ErrorCode.timeout,
+        `no usable access token for realm ${realmId} before the probe deadline (a refresh already sent to Intuit is still awaited and its tokens stored)`,
+        undefined,
+        undefined,
+        { cause: coerceError(err) },
+      );
+    }
+  }
+
+  /** Every refresh under way has ended (stored, or kept in memory as unsaved). */
+  async settle(): Promise<void> {
+    while (this.refreshing.size > 0) await Promise.allSettled([...this.refreshing]);
+  }
+
+  /** The rotated pair only this process holds for `realmId`, if any. */
+  unsavedPair(realmId: string): TokenSet | undefined {
+    return this.unsaved.get(realmId)?.tokens;
+  }
+
+  /** Realms whose rotated tokens only this process holds (PostgreSQL has not stored them yet). */
+  unsavedRealms(): string[] {
+    return [...this.unsaved.keys()];
+  }
+
+  /**
+   * Stores the pairs Intuit issued that PostgreSQL did not take (or just `realmId`'s). A pair is
+   * dropped only once stored, or when the row no longer holds the refresh token it replaces (an
+   * import or connect wrote a newer pair). Throws the database failure when one cannot be stored.
+   */
+  async storeUnsaved(realmId?: string): Promise<number> {
+    let stored = 0;
+    for (const pending of realmId === undefined ? [...this.unsaved.values()] : [this.unsaved.get(realmId)].filter((p) => p !== undefined)) {
+      const outcome = await withClient(this.pool, (client) =>
+        inTransaction(client, async () => {
+          const row = await client.query<{ refresh_token_enc: string; revision: string }>(
+            `SELECT ${T.columnList(['refresh_token_enc', 'revision'])} FROM ${T.name} WHERE ${T.col('realm_id')} = $1 FOR UPDATE`,
+            [pending.realmId],
+          );
+          const current = row.rows[0];
+          if (!current) return 'gone' as const;
+          const held = pending.from === undefined ? undefined : this.cipher.decrypt(current.refresh_token_enc, pending.realmId, 'refresh_token');
+          if (held !== undefined && held === pending.tokens.refreshToken) return 'already' as const;
+          if (pending.from !== undefined && held !== pending.from) return 'superseded' as const;
+          await this.write(client, pending.realmId, pending.environment, pending.tokens);
+          return 'stored' as const;
+        }),
+      );
+      this.unsaved.delete(pending.realmId);
+      if (outcome === 'stored' || outcome === 'already') {
+        stored++;
+        this.log.info(
+          { event: LogEvent.tokenRefreshed, realmId: pending.realmId, late: true, receivedAt: pending.receivedAt, refreshTokenExpiresAt: pending.tokens.refreshTokenExpiresAt },
+          'rotated tokens kept in memory are now stored',
+        );
+      } else {
+        this.log.warn(
+          { event: LogEvent.tokenUnsaved, realmId: pending.realmId, outcome, receivedAt: pending.receivedAt },
+          outcome === 'gone' ? 'rotated tokens kept in memory dropped: the realm was removed' : 'rotated tokens kept in memory dropped: a newer pair was imported or connected meanwhile',
+        );
+      }
+    }
+    return stored;
+  }
+
+  /** The whole protocol (steps 1-4) for one realm, unbounded by the probe's deadline once a request is sent. */
+  private async refreshProtocol(realmId: string, signal: AbortSignal, staleRevision: number | undefined): Promise<RealmTokens> {
     const first = await this.lockedRefresh(realmId, signal, staleRevision);
     if (first.kind === 'ok') {
       this.lastRead.set(realmId, first.tokens);
@@ -254,17 +419,46 @@ export class TokenStore {
     signal: AbortSignal,
     staleRevision: number | undefined,
   ): Promise<{ kind: 'ok'; tokens: RealmTokens } | { kind: 'invalid_grant'; failure: IntuitFailure; refusedToken: string }> {
+    let received: UnsavedPair | undefined;
+    try {
+      return await this.lockedRefreshTransaction(realmId, signal, staleRevision, (pair) => (received = pair));
+    } catch (err) {
+      if (received) this.keepUnsaved(received, err);
+      throw err;
+    }
+  }
+
+  /** A pair Intuit issued that could not be committed: kept, never discarded while the process lives. */
+  private keepUnsaved(pair: UnsavedPair, err: unknown): void {
+    this.unsaved.set(pair.realmId, pair);
+    this.lastRead.delete(pair.realmId);
+    this.log.error(
+      { event: LogEvent.tokenUnsaved, realmId: pair.realmId, err },
+      `Intuit rotated realm ${pair.realmId}'s tokens but PostgreSQL did not store them; they are kept in memory and stored as soon as PostgreSQL takes them (stopping the monitor before then loses them and the realm must be reconnected)`,
+    );
+  }
+
+  private async lockedRefreshTransaction(
+    realmId: string,
+    signal: AbortSignal,
+    staleRevision: number | undefined,
+    onReceived: (pair: UnsavedPair) => void,
+  ): Promise<{ kind: 'ok'; tokens: RealmTokens } | { kind: 'invalid_grant'; failure: IntuitFailure; refusedToken: string }> {
     return withClient(this.pool, (client) =>
       inTransaction(client, async () => {
         // Waiting for another refresher is bounded by what is left of the probe's deadline.
         await client.query(`SELECT set_config('lock_timeout', $1, true)`, [`${remainingMs(signal)}ms`]);
         const row = await this.select(client, realmId, true);
         if (!row) throw new IntuitFailure(ErrorCode.authInvalidGrant, `realm ${realmId} has no stored tokens; import or connect it`, undefined, undefined);
+        if (row.status === 'disconnected') throw new RealmDisconnectedError(realmId);
         const refusedHere = staleRevision !== undefined && row.revision === staleRevision;
         if (this.isFresh(row) && !refusedHere) return { kind: 'ok' as const, tokens: row };
+        // Past the deadline no request is sent; once sent, its answer is awaited on its own bound.
+        if (signal.aborted) throw new IntuitFailure(ErrorCode.timeout, `realm ${realmId}: the probe deadline passed while waiting for the token row lock`, undefined, undefined);
         let issued: TokenSet;
         try {
-          issued = await this.oauth.refresh(row.refreshToken, signal);
+          issued = await this.oauth.refresh(row.refreshToken, AbortSignal.timeout(REFRESH_ANSWER_TIMEOUT_MS));
+          onReceived({ realmId, environment: row.environment, tokens: issued, from: row.refreshToken, receivedAt: this.now() });
         } catch (err) {
           if (err instanceof IntuitFailure && err.code === ErrorCode.authInvalidGrant) {
             return { kind: 'invalid_grant' as const, failure: err, refusedToken: row.refreshToken };
@@ -304,9 +498,13 @@ export class TokenStore {
   }
 }
 
+/**
+ * The lock wait's bound: what is left of the probe's deadline, less a margin so that PostgreSQL's
+ * lock timeout (55P03: another process holds the row) is what the probe reports, not a bare deadline.
+ */
 function remainingMs(signal: AbortSignal): number {
   const deadline = (signal as AbortSignal & { deadlineAt?: number }).deadlineAt;
-  return Math.max(100, deadline === undefined ? 10_000 : deadline - Date.now());
+  return Math.max(50, deadline === undefined ? 10_000 : deadline - Date.now() - 100);
 }
 
 /** An AbortSignal that fires after `ms` and knows when (for lock timeouts). */

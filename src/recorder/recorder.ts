@@ -24,19 +24,23 @@ export class FatalError extends OperatorError {
   }
 }
 
-/** A failed write in words an operator can act on; schema gaps name the missing object. */
-export function describeDbFailure(thrown: unknown): DbOutcome & { ok: false } {
+/**
+ * A failed database operation in words an operator can act on; schema gaps name the missing
+ * object. `operation` says what could not be done ('write' of results, 'read' of tokens or realms).
+ */
+export function describeDbFailure(thrown: unknown, operation: 'write' | 'read' = 'write'): DbOutcome & { ok: false } {
   const err = coerceError(thrown);
   const code = sqlState(err);
+  const what = operation === 'write' ? 'record probe results' : "read the realms' tokens";
   if (isSchemaGap(err)) {
     return {
       ok: false,
       kind: 'schema',
-      summary: `PostgreSQL cannot record probe results: ${err.message} (SQLSTATE ${code}). Run \`qbhealth migrate\` to restore the schema; results wait in the spool meanwhile`,
+      summary: `PostgreSQL cannot ${what}: ${err.message} (SQLSTATE ${code}). Run \`qbhealth migrate\` to restore the schema; results wait in the spool meanwhile`,
       err,
     };
   }
-  const why = isDatabaseUnavailable(err) ? 'PostgreSQL is unreachable' : 'PostgreSQL refused the write';
+  const why = isDatabaseUnavailable(err) ? 'PostgreSQL is unreachable' : `PostgreSQL refused the ${operation}`;
   return { ok: false, kind: 'database', summary: `${why} (${code ? `${code}: ` : ''}${err.message}); results wait in the spool`, err };
 }
 
