@@ -14,9 +14,10 @@ export const apps = [
     // are up; PM2 waits for it instead of assuming success at spawn.
     wait_ready: true,
     listen_timeout: 60_000,
-    // PM2 sends SIGINT, then SIGKILL after kill_timeout: above PROBE_TIMEOUT_MS (10 s) plus
-    // flushing the spool and closing the pool.
-    kill_timeout: 20_000,
+    // PM2 sends SIGINT, then SIGKILL after kill_timeout: above PROBE_TIMEOUT_MS (10 s), plus a
+    // token refresh Intuit has yet to answer (awaited up to 15 s once sent: the stored refresh
+    // token is already spent), plus flushing the spool and closing the pool.
+    kill_timeout: 30_000,
     // 78 = configuration invalid: restarting cannot fix it, so PM2 must not loop on it.
     stop_exit_codes: [78],
     // 75 (database unreachable) and crashes are retried with growing delays.

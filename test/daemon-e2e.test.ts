@@ -201,7 +201,7 @@ describe('the daemon, end to end', () => {
     sim.latencyMs = 0;
     expect(exit.code).toBe(0);
     const stopped = await daemon.waitFor('daemon.stopped');
-    // Well within PM2's kill_timeout (20 s): the probe deadline plus the flush.
+    // Well within PM2's kill_timeout (30 s): the probe deadline plus the flush.
     expect(Date.parse(String(stopped.time)) - Date.parse(String(stopping.time))).toBeLessThan(20_000);
     expect(new Set(await rowProbeIds())).toEqual(new Set(loggedProbeIds(daemon)));
   });
