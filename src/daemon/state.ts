@@ -9,6 +9,8 @@ export interface RealmHealth {
   readonly realmId: string;
   readonly last: ProbeResult;
   readonly lastSuccessAt: Date | undefined;
+  /** When the daemon got the result (a probe ends up to PROBE_TIMEOUT_MS after its checkedAt). */
+  readonly observedAt: Date;
 }
 
 export class HealthState {
@@ -30,6 +32,8 @@ export class HealthState {
   readonly expected = new Map<string, Date>();
   /** Schedule period; staleness is judged in periods of it. */
   periodMs = 60_000;
+  /** Added to the staleness bounds: a probe's result arrives up to its deadline after it started. */
+  probeTimeoutMs = 10_000;
 
   /** The realms the last listing returned: each is expected to have results from now on. */
   expectRealms(ids: Iterable<string>, now = new Date()): void {
@@ -39,16 +43,17 @@ export class HealthState {
   }
 
   /**
-   * Expected realms without a recent result: the newest is older than 3 schedule periods, or none
-   * came within 2 periods of the realm becoming due. A scheduler that ticks but skips realms (a
-   * stuck cycle, a failing listing, a defect) shows here, where /health/live cannot see it.
+   * Expected realms without a recent result: none for 3 schedule periods, or none within 2
+   * periods of the realm becoming due (each bound plus one probe deadline, the longest a result
+   * takes to arrive). A scheduler that ticks but skips realms (a stuck cycle, a failing listing, a
+   * defect) shows here, where /health/live cannot see it.
    */
   stalledRealms(now = Date.now()): Array<{ realmId: string; sinceMs: number; lastResultAt: Date | undefined }> {
     const stalled: Array<{ realmId: string; sinceMs: number; lastResultAt: Date | undefined }> = [];
     for (const [realmId, due] of this.expected) {
-      const last = this.realms.get(realmId)?.last.checkedAt;
+      const last = this.realms.get(realmId)?.observedAt;
       const sinceMs = now - (last ?? due).getTime();
-      if (sinceMs > (last ? 3 : 2) * this.periodMs) stalled.push({ realmId, sinceMs, lastResultAt: last });
+      if (sinceMs > (last ? 3 : 2) * this.periodMs + this.probeTimeoutMs) stalled.push({ realmId, sinceMs, lastResultAt: last });
     }
     return stalled;
   }
@@ -59,6 +64,7 @@ export class HealthState {
       realmId: result.realmId,
       last: result,
       lastSuccessAt: result.connected ? result.checkedAt : previous?.lastSuccessAt,
+      observedAt: new Date(),
     });
   }
 

@@ -82,6 +82,12 @@ describe('PostgreSQL stopped under the daemon (a server of its own)', () => {
       await daemon.waitFor('probe.succeeded', { count: 2 });
       await stop();
       await daemon.waitFor('spool.appended', { count: 2 });
+      // A probe that needs PostgreSQL for its tokens (the access token refused, so a refresh is
+      // due) is a result too, spooled like the others; no token is refreshed without the database.
+      const refreshes = sim.stats.refreshes;
+      sim.expireAccessTokens();
+      const needingDb = await daemon.waitFor('probe.failed', { where: (l) => l.errorCode === 'database_unavailable' });
+      expect(sim.stats.refreshes).toBe(refreshes);
       const raised = await daemon.waitFor('alert.raised', { where: (l) => l.kind === 'database' });
       expect(raised).toMatchObject({ severity: 'critical', summary: expect.stringContaining('results wait in the spool') });
       expect((await fetch(`${base}/health/ready`)).status).toBe(503);
@@ -103,6 +109,8 @@ describe('PostgreSQL stopped under the daemon (a server of its own)', () => {
       await until('/health/ready 200', async () => (await fetch(`${base}/health/ready`)).status === 200);
       expect((await daemon.stop('SIGINT')).code).toBe(0);
       await expectNothingLost(query, e.SPOOL_DIR as string, [daemon], true);
+      const row = (await query(`SELECT status, error_code FROM quickbooks_connection_health WHERE probe_id = '${String(needingDb.probeId)}'`)).rows[0];
+      expect(row).toEqual({ status: 'fail', error_code: 'database_unavailable' });
       expect((await query("SELECT state FROM quickbooks_alert_state WHERE realm_id = '' AND kind = 'database'")).rows[0]?.state).toBe('resolved');
       expectNoSecrets([daemon], [...sim.issuedTokens(), PASSWORD]);
     } finally {

@@ -118,6 +118,27 @@ describe('a scheduler that ticks but never gets to a realm (its work blocked)', 
     await hook.waitFor('alert.resolved', 'monitor_stalled');
     await eventually(async () => expect((await fetch(`${base}/health`)).status).toBe(200));
   });
+
+  it('a refresh whose token row lock is held elsewhere past the deadline is a row (database_unavailable), then recovers', async () => {
+    const realm = fx.realms[0] as string;
+    const holder = new pg.Client({ connectionString: fx.db.url });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM quickbooks_oauth_tokens WHERE realm_id = $1 FOR UPDATE', [realm]);
+      const from = daemon.lines.length;
+      fx.sim.expireAccessTokens();
+      const failed = await daemon.waitFor('probe.failed', { where: (l) => daemon.lines.indexOf(l) >= from && l.errorCode === 'database_unavailable' });
+      await eventually(async () => {
+        const row = (await fx.db.query('SELECT status, error_code, error FROM quickbooks_connection_health WHERE probe_id = $1', [failed.probeId])).rows[0];
+        expect(row).toMatchObject({ status: 'fail', error_code: 'database_unavailable', error: expect.stringContaining('lock') });
+      });
+      await holder.query('ROLLBACK');
+      await daemon.waitFor('probe.succeeded', { where: (l) => daemon.lines.indexOf(l) > daemon.lines.indexOf(failed) });
+    } finally {
+      await holder.end();
+    }
+  });
 });
 
 describe('a realm removed or disconnected while it has an open alert', () => {

@@ -1,0 +1,87 @@
+/** How each kind of probe result escalates: the monitor's own failures included. */
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPool, type Pool } from '../src/db/pool.js';
+import { Escalator } from '../src/escalate/escalator.js';
+import { WebhookNotifier } from '../src/escalate/notifier.js';
+import { escalateProbeResult } from '../src/escalate/probe-escalation.js';
+import type { ProbeResult } from '../src/probe/result.js';
+import type { ErrorCode } from '../src/quickbooks/outcome.js';
+import { captureLog } from './support/log.js';
+import { migratedDatabase } from './support/qbo.js';
+import type { TestDatabase } from './support/db.js';
+
+const result = (realmId: string, errorCode: ErrorCode, error?: string): ProbeResult => ({
+  probeId: `${realmId}-${Math.random()}`,
+  realmId,
+  checkedAt: new Date(),
+  connected: errorCode === 'ok',
+  status: errorCode === 'ok' ? 'pass' : 'fail',
+  errorCode,
+  error,
+  httpStatus: undefined,
+  latencyMs: 3,
+  intuitTid: undefined,
+  refreshTokenExpiresAt: undefined,
+  companyName: undefined,
+});
+
+describe('escalation of probe results', () => {
+  let db: TestDatabase;
+  let pool: Pool;
+  beforeAll(async () => {
+    db = await migratedDatabase();
+    pool = createPool({ databaseUrl: db.url, applicationName: 'test' }, pino({ level: 'silent' }));
+  });
+  afterAll(async () => {
+    await pool.end();
+    await db.drop();
+  });
+  const escalator = () => {
+    const capture = captureLog('info');
+    const e = new Escalator(pool, new WebhookNotifier(undefined, capture.log), capture.log, { alertAfterFailures: 3, alertRepeatMinutes: 60 });
+    return { e, capture };
+  };
+
+  it('token_unreadable raises a critical quickbooks_auth alert at once, naming TOKEN_ENCRYPTION_KEY, and not again on the next probes', () => {
+    const { e, capture } = escalator();
+    for (let i = 0; i < 3; i++) escalateProbeResult(e, result('11', 'token_unreadable', 'cannot decrypt'), 14);
+    const raised = capture.byEvent('alert.raised');
+    expect(raised).toHaveLength(1);
+    expect(raised[0]).toMatchObject({ kind: 'quickbooks_auth', severity: 'critical', realmId: '11', consecutiveFailures: 1 });
+    expect(String(raised[0]?.summary)).toContain('TOKEN_ENCRYPTION_KEY');
+  });
+
+  it('internal raises after ALERT_AFTER_FAILURES as critical, saying it is the monitor, and a success resolves it', () => {
+    const { e, capture } = escalator();
+    escalateProbeResult(e, result('12', 'internal', 'unexpected failure in the probe: TypeError: x'), 14);
+    escalateProbeResult(e, result('12', 'internal', 'unexpected failure in the probe: TypeError: x'), 14);
+    expect(capture.byEvent('alert.raised')).toEqual([]);
+    escalateProbeResult(e, result('12', 'internal', 'unexpected failure in the probe: TypeError: x'), 14);
+    expect(capture.byEvent('alert.raised')).toEqual([expect.objectContaining({ kind: 'quickbooks_api', severity: 'critical', consecutiveFailures: 3, summary: expect.stringContaining('the monitor itself failed') })]);
+    escalateProbeResult(e, result('12', 'ok'), 14);
+    expect(capture.byEvent('alert.resolved')).toEqual([expect.objectContaining({ kind: 'quickbooks_api', realmId: '12' })]);
+  });
+
+  it('database_unavailable counts towards no realm alert (the database alert carries it) and resolves none', () => {
+    const { e, capture } = escalator();
+    escalateProbeResult(e, result('13', 'server_error', 'Intuit HTTP 500'), 14);
+    for (let i = 0; i < 5; i++) escalateProbeResult(e, result('13', 'database_unavailable', 'PostgreSQL could not serve this realm\'s tokens'), 14);
+    expect(capture.byEvent('alert.raised')).toEqual([]);
+    // The server_error count was neither reset nor advanced: two more reach the threshold.
+    escalateProbeResult(e, result('13', 'server_error', 'Intuit HTTP 500'), 14);
+    escalateProbeResult(e, result('13', 'server_error', 'Intuit HTTP 500'), 14);
+    expect(capture.byEvent('alert.raised')).toEqual([expect.objectContaining({ consecutiveFailures: 3 })]);
+  });
+
+  it('a realm no longer monitored resolves its open alerts with the reason, and only its own', () => {
+    const { e, capture } = escalator();
+    escalateProbeResult(e, result('14', 'auth_invalid_grant', 'revoked'), 14);
+    escalateProbeResult(e, result('15', 'auth_invalid_grant', 'revoked'), 14);
+    expect(e.resolveRealm('14', 'realm disconnected by an operator')).toBe(1);
+    const resolved = capture.byEvent('alert.resolved');
+    expect(resolved).toEqual([expect.objectContaining({ realmId: '14', reason: 'realm disconnected by an operator', msg: expect.stringContaining('resolved: realm disconnected by an operator') })]);
+    expect(e.openAlerts().map((a) => a.realmId)).toEqual(['15']);
+    expect([...e.realmsWithState()]).toEqual(['15']);
+  });
+});
