@@ -153,7 +153,16 @@ export const probeCommand: Command = {
         const results: ProbeResult[] = [];
         let ours: OperatorError | undefined;
         await forEachLimited(realms, config.probeConcurrency, async (realm) => {
-          const { result, cause } = await prober.probe(realm.realmId);
+          let outcome;
+          try {
+            outcome = await prober.probe(realm.realmId);
+          } catch (err) {
+            // Disconnected or removed since it was listed: not probed, and said so.
+            if (!(err instanceof RealmDisconnectedError)) throw err;
+            writeLine(io.stderr, io.secrets, err.message);
+            return;
+          }
+          const { result, cause } = outcome;
           await insertProbeResult(pool, result);
           results.push(result);
           // PostgreSQL failing the token read is ours to fix (65, 75), not the connection's (1).

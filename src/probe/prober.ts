@@ -81,10 +81,9 @@ export class Prober {
     };
     try {
       tokens = await this.store.get(realmId);
-      if (tokens?.status === 'disconnected') throw new RealmDisconnectedError(realmId);
-      if (!tokens) {
-        throw new IntuitFailure(ErrorCode.authInvalidGrant, `realm ${realmId} has no stored tokens: run \`qbhealth import-tokens\` or \`qbhealth connect\``, undefined, undefined);
-      }
+      // Disconnected or deleted since it was listed: no longer monitored, so no result and no alert.
+      if (!tokens) throw new RealmDisconnectedError(realmId, 'removed');
+      if (tokens.status === 'disconnected') throw new RealmDisconnectedError(realmId);
       if (tokens.status === 'reconnect_required') {
         throw new IntuitFailure(
           ErrorCode.authInvalidGrant,

@@ -31,8 +31,15 @@ export const REFRESH_ANSWER_TIMEOUT_MS = 15_000;
 
 /** The realm was disconnected by an operator: it is not monitored, and its tokens are never refreshed. */
 export class RealmDisconnectedError extends Error {
-  constructor(readonly realmId: string) {
-    super(`realm ${realmId} is disconnected (\`qbhealth disconnect\`); it is not monitored and its tokens are not refreshed. Reconnect it with \`qbhealth connect\` or \`qbhealth import-tokens\``);
+  constructor(
+    readonly realmId: string,
+    readonly how: 'disconnected' | 'removed' = 'disconnected',
+  ) {
+    super(
+      how === 'removed'
+        ? `realm ${realmId} has no stored tokens any more (removed from quickbooks_oauth_tokens); it is not monitored. Connect it with \`qbhealth connect\` or \`qbhealth import-tokens\``
+        : `realm ${realmId} is disconnected (\`qbhealth disconnect\`); it is not monitored and its tokens are not refreshed. Reconnect it with \`qbhealth connect\` or \`qbhealth import-tokens\``,
+    );
     this.name = 'RealmDisconnectedError';
   }
 }
@@ -105,8 +112,8 @@ const COLUMNS = T.columnList([...WRITTEN_COLUMNS, 'company_name', 'revision']);
 export class TokenStore {
   private readonly lastRead = new Map<string, RealmTokens>();
   private readonly unsaved = new Map<string, UnsavedPair>();
-  /** Refreshes under way, including ones whose probe has given up waiting. */
-  private readonly refreshing = new Set<Promise<unknown>>();
+  /** Refreshes under way (by realm), including ones whose probe has given up waiting. */
+  private readonly refreshing = new Map<Promise<unknown>, string>();
 
   constructor(
     private readonly pool: Pool,
@@ -301,7 +308,7 @@ export class TokenStore {
     // A pair issued earlier and not stored yet comes first: the stored refresh token is spent.
     if (this.unsaved.has(realmId)) await this.storeUnsaved(realmId);
     const work = this.refreshProtocol(realmId, signal, staleRevision);
-    this.refreshing.add(work);
+    this.refreshing.set(work, realmId);
     void work
       .finally(() => this.refreshing.delete(work))
       .catch((err: unknown) => {
@@ -323,9 +330,19 @@ export class TokenStore {
     }
   }
 
-  /** Every refresh under way has ended (stored, or kept in memory as unsaved). */
-  async settle(): Promise<void> {
-    while (this.refreshing.size > 0) await Promise.allSettled([...this.refreshing]);
+  /**
+   * Waits until every refresh under way has ended (stored, or kept in memory as unsaved), up to
+   * `timeoutMs`; returns the realms whose refresh is still running then.
+   */
+  async settle(timeoutMs = Number.POSITIVE_INFINITY): Promise<string[]> {
+    const until = Date.now() + timeoutMs;
+    while (this.refreshing.size > 0 && Date.now() < until) {
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.min(until - Date.now(), 2 ** 31 - 1))));
+      await Promise.race([Promise.allSettled([...this.refreshing.keys()]), timedOut]);
+      clearTimeout(timer);
+    }
+    return [...new Set(this.refreshing.values())];
   }
 
   /** The rotated pair only this process holds for `realmId`, if any. */
@@ -449,7 +466,7 @@ export class TokenStore {
         // Waiting for another refresher is bounded by what is left of the probe's deadline.
         await client.query(`SELECT set_config('lock_timeout', $1, true)`, [`${remainingMs(signal)}ms`]);
         const row = await this.select(client, realmId, true);
-        if (!row) throw new IntuitFailure(ErrorCode.authInvalidGrant, `realm ${realmId} has no stored tokens; import or connect it`, undefined, undefined);
+        if (!row) throw new RealmDisconnectedError(realmId, 'removed');
         if (row.status === 'disconnected') throw new RealmDisconnectedError(realmId);
         const refusedHere = staleRevision !== undefined && row.revision === staleRevision;
         if (this.isFresh(row) && !refusedHere) return { kind: 'ok' as const, tokens: row };
