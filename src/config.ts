@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseEnv } from 'node:util';
 import cron from 'node-cron';
+import { basicCredentials } from './log.js';
 
 export type QboEnvironment = 'sandbox' | 'production';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -192,7 +193,12 @@ function parseDatabaseUrl(r: Reader): string | undefined {
     r.problems.push(`DATABASE_URL: must start with postgres:// or postgresql:// (got scheme "${url.protocol}")`);
     return undefined;
   }
-  if (url.password !== '') r.secrets.push(decodeURIComponent(url.password));
+  // The password as written in the URL (percent-encoded) and as sent to the server; a stray `%`
+  // that is no escape would make decodeURIComponent throw, and then it is meant literally.
+  if (url.password !== '') {
+    const literal = /%(?![0-9A-Fa-f]{2})/.test(url.password);
+    r.secrets.push(url.password, literal ? url.password : decodeURIComponent(url.password));
+  }
   return value;
 }
 
@@ -206,6 +212,8 @@ function parseEncryptionKey(r: Reader): Buffer | undefined {
     r.problems.push(`TOKEN_ENCRYPTION_KEY: must be ${expected} (got ${got})`);
     return undefined;
   }
+  // The same 32 bytes spelled in the other encodings a dump of the key would use.
+  r.secrets.push(key.toString('hex'), key.toString('base64'), key.toString('base64url'));
   return key;
 }
 
@@ -230,6 +238,8 @@ function parseFull(r: Reader, cwd: string): Config | undefined {
   const db = parseDatabaseScope(r);
   const qboClientId = r.required('QBO_CLIENT_ID', 'the Client ID of your Intuit app (developer.intuit.com, Keys & credentials)');
   const qboClientSecret = r.requiredSecret('QBO_CLIENT_SECRET', 'the Client Secret of your Intuit app');
+  // intuit-oauth sends the pair as `Authorization: Basic base64(id:secret)`: the secret in another form.
+  if (qboClientId !== undefined && qboClientSecret !== undefined) r.secrets.push(...basicCredentials(qboClientId, qboClientSecret));
   const qboEnvironment = r.oneOf<QboEnvironment>('QBO_ENVIRONMENT', 'sandbox', ['sandbox', 'production']);
   const qboRedirectUri = r.httpUrl('QBO_REDIRECT_URI', r.string('QBO_REDIRECT_URI', 'http://localhost:8080/oauth/callback'), {
     secretValue: false,

@@ -1,13 +1,19 @@
 /**
- * pino, one JSON object a line. Two layers keep secrets out of the logs:
+ * pino, one JSON object a line. Three layers keep secrets out of the logs:
+ *  - errors are reduced: `err` keeps name, message, code, status and a reduced cause chain, never
+ *    the request config, headers, request/response objects or bodies that library errors carry
+ *    (an axios error holds `Authorization: Basic base64(client_id:client_secret)`);
  *  - key redaction: fields named like tokens, secrets, keys and passwords are censored at any
  *    of the depths our log objects have;
  *  - value scrubbing: every secret value the process knows (client secret, encryption key,
- *    DB password, and each OAuth token as it is issued) is replaced in the final line, so a
- *    secret that slips into an error message or a nested body still never reaches the log.
+ *    DB password, and each OAuth token as it is issued), in every form it can take on the wire
+ *    (JSON-escaped, URL-encoded, Base64), is replaced in the final line, so a secret that slips
+ *    into an error message or a nested body still never reaches the log.
  */
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { pino, type Logger, type DestinationStream } from 'pino';
 import type { LogLevel } from './config.js';
+import { errorEssentials } from './errors.js';
 
 export type { Logger } from 'pino';
 
@@ -44,6 +50,14 @@ export const LogEvent = {
   historyPruned: 'history.pruned',
   httpError: 'http.error',
   daemonFatal: 'daemon.fatal',
+  /** Realms whose stored tokens TOKEN_ENCRYPTION_KEY cannot open (start-up check). */
+  tokenUnreadable: 'token.unreadable',
+  /** Intuit issued a rotated pair that PostgreSQL did not store yet; kept in memory until it does. */
+  tokenUnsaved: 'token.unsaved',
+  /** A rotated pair kept in memory could not be stored before the process ended: that realm must reconnect. */
+  tokenLost: 'token.lost',
+  /** A realm left the token table or was disconnected: no longer probed, its alerts resolved. */
+  realmForgotten: 'realm.forgotten',
 } as const;
 
 export const REDACTED = '[redacted]';
@@ -80,6 +94,95 @@ function redactPaths(): string[] {
   return paths;
 }
 
+/** How far a logged error's cause chain is followed, and how many AggregateError members are kept. */
+const MAX_ERROR_DEPTH = 5;
+const MAX_AGGREGATED = 10;
+const MAX_FIELD_TEXT = 500;
+const ERROR_OWN_KEYS = new Set(['name', 'message', 'stack', 'cause', 'errors', 'code', 'status']);
+const SENSITIVE_KEY_SET = new Set(SENSITIVE_KEYS.map((k) => k.toLowerCase()));
+
+/** This package's directory (src/ or dist/ is one below), as stack frames spell it: a path or a file URL. */
+const PACKAGE_ROOT = fileURLToPath(new URL('..', import.meta.url));
+const PACKAGE_LOCATIONS = [PACKAGE_ROOT, pathToFileURL(PACKAGE_ROOT).href];
+
+/**
+ * Whether an error was raised by this project's code: its first stack frame is in this package,
+ * not in its node_modules, nor in Node's internals. Only such errors keep their stack and their
+ * own scalar fields (httpStatus, intuitTid, exitCode …); a library's error keeps its essentials.
+ */
+function isOwnError(err: Error): boolean {
+  const frame = err.stack?.split('\n').find((line) => /^\s+at /.test(line));
+  if (frame === undefined) return false;
+  return PACKAGE_LOCATIONS.some((root) => {
+    const at = frame.indexOf(root);
+    return at >= 0 && !frame.startsWith('node_modules/', at + root.length);
+  });
+}
+
+export interface SerializedError {
+  type: string;
+  name: string;
+  message: string;
+  code?: string | number;
+  status?: number;
+  stack?: string;
+  cause?: SerializedError;
+  errors?: SerializedError[];
+  [field: string]: unknown;
+}
+
+/**
+ * pino's `err` serializer: whatever was thrown, by us or by a library, becomes a small plain
+ * object. Replaces pino's errWithCause, which copies every enumerable field (an axios error's
+ * `config.headers.Authorization`, `request._header`, `response.data`) into the line.
+ */
+export function serializeError(err: unknown, depth = 0, ancestors = new Set<unknown>()): SerializedError {
+  const { type, name, message, code, status } = errorEssentials(err);
+  const out: SerializedError = { type, name, message };
+  if (code !== undefined) out.code = code;
+  if (status !== undefined) out.status = status;
+  if (!(err instanceof Error)) return out;
+  if (isOwnError(err)) {
+    for (const [key, value] of Object.entries(err)) {
+      if (ERROR_OWN_KEYS.has(key) || SENSITIVE_KEY_SET.has(key.toLowerCase())) continue;
+      if (typeof value === 'string') out[key] = value.slice(0, MAX_FIELD_TEXT);
+      else if (typeof value === 'number' || typeof value === 'boolean') out[key] = value;
+    }
+    if (err.stack !== undefined) out.stack = err.stack;
+  }
+  // A cause chain that loops back to an error on the way here ends there.
+  ancestors.add(err);
+  const follow = (value: unknown): SerializedError | undefined =>
+    value === undefined || value === null || ancestors.has(value) || depth >= MAX_ERROR_DEPTH ? undefined : serializeError(value, depth + 1, ancestors);
+  const cause = follow(err.cause);
+  if (cause !== undefined) out.cause = cause;
+  const members = (err as { errors?: unknown }).errors;
+  if (Array.isArray(members)) {
+    out.errors = members
+      .slice(0, MAX_AGGREGATED)
+      .map(follow)
+      .filter((e): e is SerializedError => e !== undefined);
+  }
+  ancestors.delete(err);
+  return out;
+}
+
+/**
+ * The forms in which a secret value can appear in a line: as is, JSON-escaped (inside a JSON
+ * string), URL-encoded (a query string or form body) and Base64 (an encoded credential or
+ * header). Kept to these few because every form is one more index entry per token rotation.
+ */
+function formsOf(value: string): Set<string> {
+  return new Set([value, JSON.stringify(value).slice(1, -1), encodeURIComponent(value), Buffer.from(value, 'utf8').toString('base64')]);
+}
+
+/** The HTTP Basic credential of an OAuth client (RFC 6749 §2.3.1), as intuit-oauth sends it and as the RFC spells it. */
+export function basicCredentials(clientId: string, clientSecret: string): string[] {
+  const plain = Buffer.from(`${clientId}:${clientSecret}`, 'utf8').toString('base64');
+  const encoded = Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`, 'utf8').toString('base64');
+  return [...new Set([plain, encoded])];
+}
+
 /** Values shorter than this are not scrubbed: they would hide ordinary words, and are no credential. */
 const MIN_SECRET = 6;
 
@@ -90,16 +193,28 @@ const MIN_SECRET = 6;
  * Configuration secrets are kept for the life of the process (`add`). Tokens rotate, so they are
  * kept per key (`track(realmId, …)`): the current generation and the one before it, because a
  * line about a rotation may still carry the old value; older ones are dropped, so a long-running
- * daemon's registry stays the size of its realm count. Scrubbing is one pass over the line,
- * looking each position's first characters up in an index, so its cost does not grow with the
- * number of secrets.
+ * daemon's registry stays the size of its realm count. Each value is held in its few forms
+ * (formsOf). Scrubbing is one pass over the line, looking each position's first characters up in
+ * an index that gives the lengths of the forms starting with them, then each such slice up in a
+ * hash of the forms: its cost does not grow with the number of secrets, even when all of them
+ * share their first characters (Intuit's access tokens all begin with the same JWE header).
  */
 export class SecretRegistry {
-  /** Registered value (and its JSON-escaped form) -> how many registrations hold it. */
+  /** Registered value -> how many registrations hold it. */
   private readonly counts = new Map<string, number>();
-  /** First MIN_SECRET characters -> values starting with them, longest first. */
-  private readonly index = new Map<string, string[]>();
+  /** Each form of the held values (formsOf) -> how many held values have that form. */
+  private readonly formCounts = new Map<string, number>();
+  /** First MIN_SECRET characters -> the lengths of the forms starting with them: longest first, and how many forms have each. */
+  private readonly index = new Map<string, { lengths: number[]; countByLength: Map<number, number> }>();
   private readonly generations = new Map<string, string[][]>();
+
+  /**
+   * An OAuth client's id and secret: the secret, and the Basic credential built from the pair
+   * (the id alone is no secret, but `base64(id:secret)` is the secret in another form).
+   */
+  addCredentialPair(clientId: string, clientSecret: string): void {
+    this.add(clientSecret, ...basicCredentials(clientId, clientSecret));
+  }
 
   /** Secrets that never expire (configuration). */
   add(...values: ReadonlyArray<string | undefined>): void {
@@ -118,23 +233,24 @@ export class SecretRegistry {
     this.generations.set(key, history);
   }
 
+  /** How many distinct secret values are held (each is scrubbed in all its forms). */
   get size(): number {
     return this.counts.size;
   }
 
   scrub(text: string): string {
-    if (this.counts.size === 0) return text;
+    if (this.formCounts.size === 0) return text;
     let out = '';
     let copied = 0;
     for (let i = 0; i <= text.length - MIN_SECRET; ) {
-      const candidates = this.index.get(text.slice(i, i + MIN_SECRET));
-      const hit = candidates?.find((v) => text.startsWith(v, i));
+      const entry = this.index.get(text.slice(i, i + MIN_SECRET));
+      const hit = entry?.lengths.find((length) => i + length <= text.length && this.formCounts.has(text.slice(i, i + length)));
       if (hit === undefined) {
         i++;
         continue;
       }
       out += text.slice(copied, i) + REDACTED;
-      i += hit.length;
+      i += hit;
       copied = i;
     }
     return copied === 0 ? text : out + text.slice(copied);
@@ -142,29 +258,50 @@ export class SecretRegistry {
 
   private hold(value: string | undefined): void {
     if (value === undefined || value.length < MIN_SECRET) return;
-    // A value containing JSON-escaped characters appears escaped in the line.
-    for (const form of new Set([value, JSON.stringify(value).slice(1, -1)])) {
-      const n = this.counts.get(form) ?? 0;
-      this.counts.set(form, n + 1);
-      if (n > 0) continue;
+    const n = this.counts.get(value) ?? 0;
+    this.counts.set(value, n + 1);
+    if (n > 0) return;
+    for (const form of formsOf(value)) {
+      const held = this.formCounts.get(form) ?? 0;
+      this.formCounts.set(form, held + 1);
+      if (held > 0) continue;
       const prefix = form.slice(0, MIN_SECRET);
-      const list = [...(this.index.get(prefix) ?? []), form].sort((a, b) => b.length - a.length);
-      this.index.set(prefix, list);
+      const entry = this.index.get(prefix) ?? { lengths: [], countByLength: new Map<number, number>() };
+      this.index.set(prefix, entry);
+      const sameLength = entry.countByLength.get(form.length) ?? 0;
+      entry.countByLength.set(form.length, sameLength + 1);
+      if (sameLength === 0) {
+        const at = entry.lengths.findIndex((length) => length < form.length);
+        entry.lengths.splice(at < 0 ? entry.lengths.length : at, 0, form.length);
+      }
     }
   }
 
   private release(value: string): void {
-    for (const form of new Set([value, JSON.stringify(value).slice(1, -1)])) {
-      const n = (this.counts.get(form) ?? 0) - 1;
-      if (n > 0) {
-        this.counts.set(form, n);
+    const n = (this.counts.get(value) ?? 0) - 1;
+    if (n > 0) {
+      this.counts.set(value, n);
+      return;
+    }
+    this.counts.delete(value);
+    for (const form of formsOf(value)) {
+      const held = (this.formCounts.get(form) ?? 0) - 1;
+      if (held > 0) {
+        this.formCounts.set(form, held);
         continue;
       }
-      this.counts.delete(form);
+      this.formCounts.delete(form);
       const prefix = form.slice(0, MIN_SECRET);
-      const list = (this.index.get(prefix) ?? []).filter((v) => v !== form);
-      if (list.length > 0) this.index.set(prefix, list);
-      else this.index.delete(prefix);
+      const entry = this.index.get(prefix);
+      if (entry === undefined) continue;
+      const sameLength = (entry.countByLength.get(form.length) ?? 0) - 1;
+      if (sameLength > 0) {
+        entry.countByLength.set(form.length, sameLength);
+        continue;
+      }
+      entry.countByLength.delete(form.length);
+      entry.lengths = entry.lengths.filter((length) => length !== form.length);
+      if (entry.lengths.length === 0) this.index.delete(prefix);
     }
   }
 }
@@ -184,7 +321,7 @@ export function createLogger(opts: LoggerOptions): Logger {
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label, number) => ({ level: number, levelName: label }) },
       redact: { paths: redactPaths(), censor: REDACTED },
-      serializers: { err: pino.stdSerializers.errWithCause },
+      serializers: { err: (err: unknown) => serializeError(err) },
       hooks: { streamWrite: (line) => secrets.scrub(line) },
     },
     opts.destination ?? pino.destination({ dest: 1, sync: true }),

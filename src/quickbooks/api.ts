@@ -3,6 +3,7 @@
  * is read up to a bound (a proxy's 50 MB error page must not fill memory), Intuit's `Fault` and
  * `fault` shapes are both understood, even inside a 200, and `intuit_tid` is kept for support.
  */
+import { reduceError } from '../errors.js';
 import { ErrorCode, IntuitFailure, classifyStatus, transportCode } from './outcome.js';
 
 export const MINOR_VERSION = 75;
@@ -131,15 +132,11 @@ export async function fetchCompanyInfo(opts: {
   return { companyName: info.CompanyName, httpStatus: response.status, intuitTid: tid };
 }
 
+/** fetch's error, classified; kept as a reduced cause only (undici's errors may carry the request). */
 function transportFailure(err: unknown, signal: AbortSignal): IntuitFailure {
   if (err instanceof IntuitFailure) return err;
-  if (signal.aborted) return new IntuitFailure(ErrorCode.timeout, 'Intuit API: no answer before the probe deadline', undefined, undefined, { cause: err });
+  const cause = reduceError(err);
+  if (signal.aborted) return new IntuitFailure(ErrorCode.timeout, 'Intuit API: no answer before the probe deadline', undefined, undefined, { cause });
   const code = transportCode(err);
-  return new IntuitFailure(
-    ErrorCode.network,
-    `Intuit API unreachable: ${code ?? (err as Error).message}`,
-    undefined,
-    undefined,
-    { cause: err },
-  );
+  return new IntuitFailure(ErrorCode.network, `Intuit API unreachable: ${code ?? cause.message}`, undefined, undefined, { cause });
 }

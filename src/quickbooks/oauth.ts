@@ -5,10 +5,13 @@
  *    raced against it: nothing outlives PROBE_TIMEOUT_MS;
  *  - its internal retries (3, with 1/2/4 s backoff) are turned off: within one probe's deadline
  *    they would turn a clear 503 into a vague timeout, and the schedule is the retry;
- *  - its errors become IntuitFailure with the contract's error codes, never carrying a token.
+ *  - its errors become IntuitFailure with the contract's error codes, never carrying a token: the
+ *    axios error underneath is kept only reduced (name, message, code, status), because it holds
+ *    the request config with `Authorization: Basic base64(client_id:client_secret)` and the form
+ *    body with the refresh token.
  */
 import OAuthClient from 'intuit-oauth';
-import { coerceError } from '../errors.js';
+import { reduceError } from '../errors.js';
 import { ErrorCode, IntuitFailure, classifyStatus, transportCode } from './outcome.js';
 
 export interface IntuitOAuthConfig {
@@ -190,7 +193,7 @@ export class IntuitOAuth {
     if (thrown instanceof IntuitFailure) return thrown;
     const status = raw.response?.status;
     const tid = headerTid(raw.response?.headers);
-    const cause = coerceError(raw.error ?? thrown);
+    const cause = reduceError(raw.error ?? thrown);
     if (signal.aborted) {
       return new IntuitFailure(ErrorCode.timeout, `Intuit ${what}: no answer before the probe deadline`, undefined, tid, { cause });
     }

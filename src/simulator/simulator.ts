@@ -24,6 +24,10 @@ export const SCENARIOS = [
   'hang',
   'fault200',
   'huge',
+  // Token endpoint transport faults (CompanyInfo stays healthy): the connection reset after the
+  // request was read, and a request read but never answered.
+  'tokenReset',
+  'tokenHang',
 ] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
@@ -40,6 +44,8 @@ export interface SimulatorOptions {
   latencyMs?: number;
   /** How long the `slow` scenario holds each answer. */
   slowMs?: number;
+  /** See Simulator.refreshDelayMs. */
+  refreshDelayMs?: number;
   accessTokenTtlSeconds?: number;
   refreshTokenTtlSeconds?: number;
   hardExpirySeconds?: number;
@@ -72,6 +78,11 @@ export interface Simulator {
   readonly stats: SimulatorStats;
   scenario: Scenario;
   latencyMs: number;
+  /**
+   * A refresh grant is processed at once (the pair rotates: the old refresh token is superseded)
+   * but answered only after this delay, as when Intuit's answer is slow to come back. 0: at once.
+   */
+  refreshDelayMs: number;
   /** Registers a company; returns its first refresh token (what `import-tokens` takes). */
   addRealm(realmId: string, companyName: string): string;
   /** A one-time authorization code, as Intuit's consent page would redirect with. */
@@ -120,7 +131,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
   const refreshTtl = opts.refreshTokenTtlSeconds ?? 8_726_400;
   const hardTtl = opts.hardExpirySeconds ?? 5 * 365 * 86_400;
   const basic = `Basic ${Buffer.from(`${opts.clientId}:${opts.clientSecret}`).toString('base64')}`;
-  const state = { scenario: 'healthy' as Scenario, latencyMs: opts.latencyMs ?? 0 };
+  const state = { scenario: 'healthy' as Scenario, latencyMs: opts.latencyMs ?? 0, refreshDelayMs: opts.refreshDelayMs ?? 0 };
 
   const issueTokens = (realm: RealmState, includeHard: boolean) => {
     if (realm.accessToken) realm.superseded.add(realm.accessToken);
@@ -142,8 +153,11 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
   const findByRefresh = (value: string): RealmState | undefined => [...realms.values()].find((r) => r.refreshToken === value);
 
   async function handleToken(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const text = await readBody(req);
+    if (state.scenario === 'tokenReset') return void req.socket.destroy();
+    if (state.scenario === 'tokenHang') return;
     if (req.headers.authorization !== basic) return send(res, 401, { error: 'invalid_client' });
-    const form = parseForm(await readBody(req), req.headers['content-type']);
+    const form = parseForm(text, req.headers['content-type']);
     const includeHard = req.headers['x-include-refresh-token-hard-expires-in'] === 'true';
     if (state.scenario === 'outage') return send(res, 503, '<html><body>Service Unavailable</body></html>');
     if (state.scenario === 'throttled') return send(res, 429, { error: 'rate_limit_exceeded' });
@@ -154,7 +168,9 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
         return send(res, 400, { error: 'invalid_grant' });
       }
       stats.refreshes++;
-      return send(res, 200, issueTokens(realm, includeHard));
+      const issued = issueTokens(realm, includeHard);
+      if (state.refreshDelayMs > 0) await new Promise((r) => setTimeout(r, state.refreshDelayMs));
+      return send(res, 200, issued);
     }
     if (form.grant_type === 'authorization_code') {
       const realmId = codes.get(form.code ?? '');
@@ -264,7 +280,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
         state.scenario = name;
         return send(res, 200, { scenario: name });
       }
-      if (url.pathname === '/_sim/state') return send(res, 200, { scenario: state.scenario, latencyMs: state.latencyMs, stats, realms: [...realms.keys()] });
+      if (url.pathname === '/_sim/state') return send(res, 200, { scenario: state.scenario, latencyMs: state.latencyMs, refreshDelayMs: state.refreshDelayMs, stats, realms: [...realms.keys()] });
       return send(res, 404, { error: 'not found' });
     };
     respond().catch((err: unknown) => {
@@ -296,6 +312,12 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
     },
     set latencyMs(ms: number) {
       state.latencyMs = ms;
+    },
+    get refreshDelayMs() {
+      return state.refreshDelayMs;
+    },
+    set refreshDelayMs(ms: number) {
+      state.refreshDelayMs = ms;
     },
     addRealm(realmId, companyName) {
       const refreshToken = token('RT1-sim-');

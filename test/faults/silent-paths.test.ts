@@ -79,6 +79,7 @@ describe('a scheduler that ticks but never gets to a realm (its work blocked)', 
   let hook: WebhookReceiver;
   let daemon: RunningDaemon;
   let locker: pg.Client | undefined;
+  let spoolDir: string;
 
   beforeAll(async () => {
     fx = await realmsFixture(1);
@@ -93,7 +94,8 @@ describe('a scheduler that ticks but never gets to a realm (its work blocked)', 
 
   it('raises monitor_stalled and fails /health within 3 periods, and resolves when results come again', async () => {
     const realm = fx.realms[0] as string;
-    const env = { ...daemonEnv(fx.db.url, fx.sim), ALERT_WEBHOOK_URL: hook.url };
+    const env: Record<string, string> = { ...daemonEnv(fx.db.url, fx.sim), ALERT_WEBHOOK_URL: hook.url };
+    spoolDir = env.SPOOL_DIR as string;
     daemon = spawnDaemon(env);
     const base = await daemon.url();
     await daemon.waitFor('probe.succeeded');
@@ -138,6 +140,9 @@ describe('a scheduler that ticks but never gets to a realm (its work blocked)', 
     } finally {
       await holder.end();
     }
+    expect((await daemon.stop()).code).toBe(0);
+    await expectNothingLost((text) => fx.db.query(text), spoolDir, [daemon], true);
+    expectNoSecrets([daemon], [dbPassword(fx.db.url), ...fx.sim.issuedTokens()], hook.bodies.map((b) => JSON.stringify(b)));
   });
 });
 
@@ -177,6 +182,8 @@ describe('a realm removed or disconnected while it has an open alert', () => {
     // The other realm's alert stays open: forgetting one realm touches no other.
     expect(hook.bodies.filter((b) => b.event === 'alert.resolved' && b.realmId === kept)).toEqual([]);
     fx.sim.scenario = 'healthy';
+    expect((await daemon.stop()).code).toBe(0);
+    expectNoSecrets([daemon], [dbPassword(fx.db.url), ...fx.sim.issuedTokens()], hook.bodies.map((b) => JSON.stringify(b)));
   });
 });
 

@@ -7,7 +7,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'vitest';
 import type { RunningDaemon } from '../support/daemon.js';
-import { CLIENT_SECRET, KEY_B64 } from '../support/qbo.js';
+import { CLIENT_ID, CLIENT_SECRET, KEY, KEY_B64 } from '../support/qbo.js';
 
 type Query = (text: string) => Promise<{ rows: Array<Record<string, unknown>> }>;
 
@@ -49,10 +49,29 @@ export async function expectNothingLost(query: Query, spoolDirs: string | string
   if (recovered) expect(spooled, 'results still in the spool after recovery').toEqual([]);
 }
 
-/** No secret used by the case in any log line or stderr. */
+/**
+ * The forms in which `secret` could be written out: as is, JSON-escaped, URL-encoded (a query or
+ * form body) and Base64 (an encoded credential or header).
+ */
+export function secretForms(secret: string): string[] {
+  return [...new Set([secret, JSON.stringify(secret).slice(1, -1), encodeURIComponent(secret), Buffer.from(secret).toString('base64')])];
+}
+
+/** The app's HTTP Basic credential, `base64(client_id:client_secret)`, as intuit-oauth sends it (and as RFC 6749 spells it). */
+export const basicCredentials = (clientId = CLIENT_ID, clientSecret = CLIENT_SECRET): string[] => [
+  Buffer.from(`${clientId}:${clientSecret}`).toString('base64'),
+  Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64'),
+];
+
+/**
+ * No secret used by the case, in any of its forms, in any log line or stderr (nor in `extra`:
+ * rows, webhook bodies): the client secret and its Basic credential, the encryption key (also in
+ * hex), and each of `secrets`.
+ */
 export function expectNoSecrets(daemons: RunningDaemon[], secrets: ReadonlyArray<string | undefined>, extra: string[] = []): void {
   const text = [...daemons.flatMap((d) => [d.lines.map((l) => JSON.stringify(l)).join('\n'), d.stderr()]), ...extra].join('\n');
-  for (const secret of [CLIENT_SECRET, KEY_B64, ...secrets]) if (secret) expect(text).not.toContain(secret);
+  const known = [CLIENT_SECRET, KEY_B64, KEY.toString('hex'), ...secrets].filter((s): s is string => s !== undefined && s !== '');
+  for (const form of new Set([...known.flatMap(secretForms), ...basicCredentials()])) expect(text, 'a secret in a log line, stderr, a row or a webhook body').not.toContain(form);
 }
 
 export const dbPassword = (url: string): string => decodeURIComponent(new URL(url).password);
