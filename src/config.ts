@@ -27,6 +27,11 @@ export interface Config extends DatabaseConfig {
   readonly qboRedirectUri: string;
   /** 32 raw bytes decoded from TOKEN_ENCRYPTION_KEY. */
   readonly tokenEncryptionKey: Buffer;
+  /**
+   * TOKEN_ENCRYPTION_KEY_PREVIOUS: the key being rotated away from, used only to open tokens
+   * sealed under it until `qbhealth rotate-key` has re-sealed them under TOKEN_ENCRYPTION_KEY.
+   */
+  readonly tokenEncryptionKeyPrevious: Buffer | undefined;
   readonly probeSchedule: string;
   readonly probeTimeoutMs: number;
   readonly probeConcurrency: number;
@@ -202,14 +207,19 @@ function parseDatabaseUrl(r: Reader): string | undefined {
   return value;
 }
 
+const ENCRYPTION_KEY_EXPECTED = '32 random bytes in base64, e.g. the output of `openssl rand -base64 32`';
+
 function parseEncryptionKey(r: Reader): Buffer | undefined {
-  const expected = '32 random bytes in base64, e.g. the output of `openssl rand -base64 32`';
-  const value = r.requiredSecret('TOKEN_ENCRYPTION_KEY', expected);
+  return decodeEncryptionKey(r, 'TOKEN_ENCRYPTION_KEY', r.requiredSecret('TOKEN_ENCRYPTION_KEY', ENCRYPTION_KEY_EXPECTED));
+}
+
+/** A key's problem line says what it is (not base64, or how many bytes), never the value. */
+function decodeEncryptionKey(r: Reader, name: string, value: string | undefined): Buffer | undefined {
   if (value === undefined) return undefined;
   const key = BASE64.test(value) ? Buffer.from(value, 'base64') : undefined;
   if (key === undefined || key.length !== 32) {
     const got = key === undefined ? 'a value that is not base64' : `${key.length} bytes`;
-    r.problems.push(`TOKEN_ENCRYPTION_KEY: must be ${expected} (got ${got})`);
+    r.problems.push(`${name}: must be ${ENCRYPTION_KEY_EXPECTED} (got ${got})`);
     return undefined;
   }
   // The same 32 bytes spelled in the other encodings a dump of the key would use.
@@ -245,6 +255,7 @@ function parseFull(r: Reader, cwd: string): Config | undefined {
     secretValue: false,
   });
   const tokenEncryptionKey = parseEncryptionKey(r);
+  const tokenEncryptionKeyPrevious = decodeEncryptionKey(r, 'TOKEN_ENCRYPTION_KEY_PREVIOUS', r.optionalSecret('TOKEN_ENCRYPTION_KEY_PREVIOUS'));
   const probeSchedule = parseSchedule(r);
   const probeTimeoutMs = r.integer('PROBE_TIMEOUT_MS', 10_000, 100, 600_000);
   const probeConcurrency = r.integer('PROBE_CONCURRENCY', 4, 1, 256);
@@ -286,6 +297,7 @@ function parseFull(r: Reader, cwd: string): Config | undefined {
     qboEnvironment,
     qboRedirectUri,
     tokenEncryptionKey,
+    tokenEncryptionKeyPrevious,
     probeSchedule,
     probeTimeoutMs,
     probeConcurrency,

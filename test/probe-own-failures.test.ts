@@ -135,11 +135,17 @@ describe("the monitor's own failures are results", () => {
     const m = spawnMonitor(500);
     const realmId = await importedRealm(m);
     await expireStored(realmId);
-    sim.refreshDelayMs = 1500;
+    sim.refreshDelayMs = 2500;
     const failuresBefore = sim.stats.refreshFailures;
+    const refreshesBefore = sim.stats.refreshes;
     const { result } = await m.prober.probe(realmId);
     expect(result).toMatchObject({ status: 'fail', errorCode: 'timeout' });
-    await m.store.settle();
+    // A probe while that refresh is still unanswered joins it: a timeout again (Intuit is slow),
+    // not a lock PostgreSQL would not grant, and no second request with the spent token.
+    const meanwhile = await m.prober.probe(realmId);
+    expect(meanwhile.result).toMatchObject({ status: 'fail', errorCode: 'timeout' });
+    expect(await m.store.settle()).toEqual([]);
+    expect(sim.stats.refreshes).toBe(refreshesBefore + 1);
     // The pair Intuit issued after the deadline is the stored one.
     const stored = await storedRefreshToken(realmId);
     expect(sim.issuedTokens()).toContain(stored);

@@ -276,7 +276,7 @@ describe('help and usage', () => {
     const r = await runQbhealth(['--help'], {});
     expect(r.code).toBe(0);
     for (const c of COMMANDS) expect(r.stdout).toMatch(new RegExp(`^ {2}${c.name} +${c.summary.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm'));
-    expect(COMMANDS.map((c) => c.name)).toEqual(expect.arrayContaining(['status', 'probe', 'connect', 'import-tokens', 'disconnect', 'migrate', 'check-schema', 'prune']));
+    expect(COMMANDS.map((c) => c.name)).toEqual(expect.arrayContaining(['status', 'probe', 'connect', 'import-tokens', 'disconnect', 'migrate', 'check-schema', 'prune', 'rotate-key']));
   });
 
   it.each(COMMANDS.map((c) => [c.name]))('qbhealth %s --help lists its options and exit codes; an unknown option exits 2 with that help', async (name) => {

@@ -4,6 +4,7 @@ import { coerceError, ExitCode, OperatorError } from '../errors.js';
 import { writeLine, type CliIO, type Command } from './command.js';
 import { checkSchemaCommand, migrateCommand } from './db-commands.js';
 import { connectCommand, disconnectCommand } from './connect-commands.js';
+import { rotateKeyCommand } from './key-commands.js';
 import { importTokensCommand, probeCommand } from './qbo-commands.js';
 import { pruneCommand, statusCommand } from './status-commands.js';
 
@@ -16,6 +17,7 @@ export const COMMANDS: readonly Command[] = [
   migrateCommand,
   checkSchemaCommand,
   pruneCommand,
+  rotateKeyCommand,
 ];
 
 export function mainHelp(): string {

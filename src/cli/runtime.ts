@@ -27,7 +27,7 @@ export async function withRuntime(io: CliIO, fn: (rt: Runtime) => Promise<number
   const log = createLogger({ level: config.logLevel, secrets: io.secrets, destination: pino.destination({ dest: 2, sync: true }) });
   const pool = createPool({ databaseUrl: config.databaseUrl, applicationName: 'qbhealth', max: Math.max(2, config.probeConcurrency) }, log);
   const oauth = IntuitOAuth.fromConfig(config);
-  const store = new TokenStore(pool, new TokenCipher(config.tokenEncryptionKey), oauth, io.secrets, log);
+  const store = new TokenStore(pool, TokenCipher.fromConfig(config), oauth, io.secrets, log);
   const prober = new Prober(store, { ...config, apiBaseUrl: config.qboApiBaseUrl }, log, io.secrets);
   try {
     return await fn({ config, log, pool, oauth, store, prober });

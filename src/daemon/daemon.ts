@@ -10,7 +10,7 @@ import { createPool, isDatabaseUnavailable, isSchemaGap, withClient, type Pool }
 import { forEachLimited } from '../for-each-limited.js';
 import { migrate } from '../db/migrate.js';
 import { pruneHistory } from '../db/prune.js';
-import { loadStatusSnapshot } from '../db/status.js';
+import { StatusReader } from '../db/status.js';
 import { describeProblem, verifySchema } from '../db/verify.js';
 import { Escalator } from '../escalate/escalator.js';
 import { WebhookNotifier } from '../escalate/notifier.js';
@@ -72,12 +72,12 @@ export class Daemon {
     this.escalator = new Escalator(this.pool, this.notifier, log, config);
     this.recorder = new Recorder(this.pool, this.spool, log, (outcome) => this.noteDbOutcome(outcome));
     const oauth = IntuitOAuth.fromConfig(config);
-    this.store = new TokenStore(this.pool, new TokenCipher(config.tokenEncryptionKey), oauth, secrets, log);
+    this.store = new TokenStore(this.pool, TokenCipher.fromConfig(config), oauth, secrets, log);
     this.prober = new Prober(this.store, { ...config, apiBaseUrl: config.qboApiBaseUrl }, log, secrets);
     this.server = new HealthServer(
       this.state,
       this.metrics,
-      { healthToken: config.healthToken, refreshTokenWarnDays: config.refreshTokenWarnDays, version, status: (q) => loadStatusSnapshot(this.pool, q) },
+      { healthToken: config.healthToken, refreshTokenWarnDays: config.refreshTokenWarnDays, version, status: new StatusReader(config.databaseUrl, log) },
       log,
     );
     this.state.openAlerts = () => this.escalator.openAlerts();

@@ -9,8 +9,9 @@
  * connection works and Intuit asked us to slow down. Rows adopted from before realm_id existed
  * are counted apart (`unattributedProbes`), since they cannot be assigned to a realm.
  */
+import type { Logger } from '../log.js';
 import { alertsTable as A, healthTable as H, tokensTable as T } from './schema.js';
-import { inTransaction, withClient, type Pool, type Queryable } from './pool.js';
+import { createPool, inTransaction, withClient, type Pool, type Queryable } from './pool.js';
 
 export const TIMELINE_WIDTH = 48;
 
@@ -315,6 +316,58 @@ export function loadStatusSnapshot(pool: Pool, q: StatusQuery): Promise<StatusRe
       return loadStatus(client, q);
     }),
   );
+}
+
+/** Where `GET /status` reads its reports from; closed with the health server. */
+export interface StatusSource {
+  load(q: StatusQuery): Promise<StatusReport>;
+  close(): Promise<void>;
+}
+
+export interface StatusReaderOptions {
+  /** Connections (2): at most this many report reads reach PostgreSQL at once. */
+  readonly max?: number;
+  /** Bound on each statement (5 s): a report read never holds a connection for long. */
+  readonly statementTimeoutMs?: number;
+  /** Bound on getting a connection (2 s), waiting behind other reads included. */
+  readonly connectionTimeoutMs?: number;
+}
+
+/** The pool's application_name, so these reads are told apart in pg_stat_activity. */
+export const STATUS_APPLICATION_NAME = 'qbo-health-monitor/status';
+
+/**
+ * Reads status reports for the HTTP server on a small pool of its own. Requests arrive from
+ * outside at any rate; on the probes' pool a flood of them would take the connections the
+ * probes record with, and their timeouts would look like a database outage (spooled results,
+ * a false `database` alert). Here they can only queue behind each other and fail on their own.
+ */
+export class StatusReader implements StatusSource {
+  private readonly pool: Pool;
+  private closing: Promise<void> | undefined;
+
+  constructor(databaseUrl: string, log: Logger, opts: StatusReaderOptions = {}) {
+    this.pool = createPool(
+      {
+        databaseUrl,
+        applicationName: STATUS_APPLICATION_NAME,
+        max: opts.max ?? 2,
+        statementTimeoutMs: opts.statementTimeoutMs ?? 5000,
+        connectionTimeoutMs: opts.connectionTimeoutMs ?? 2000,
+      },
+      log,
+    );
+  }
+
+  load(q: StatusQuery): Promise<StatusReport> {
+    return loadStatusSnapshot(this.pool, q);
+  }
+
+  /** Safe to call twice (a failed start and a stop both close the server). */
+  close(): Promise<void> {
+    this.closing ??= this.pool.end();
+    return this.closing;
+  }
 }
 
 /** Something an operator should act on: a realm failing or needing reconnection, or any open alert. */

@@ -4,16 +4,17 @@
  * answered from memory (HealthState, the metrics registry). With HEALTH_TOKEN set, `/health`
  * shows only its status to callers without `Authorization: Bearer <token>`, and `/metrics`
  * answers 401. No secret and no raw Intuit body is ever in a response: realm entries carry our
- * own scrubbed error messages.
+ * own scrubbed error messages. `/health/ready` names the failing check but never PostgreSQL's own
+ * words (they name hosts, users and databases) unless the caller holds HEALTH_TOKEN.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { isIPv4, type AddressInfo } from 'node:net';
 import { LogEvent, type Logger } from '../log.js';
 import type { HealthState } from '../daemon/state.js';
 import type { ProbeResult } from '../probe/result.js';
 import type { Metrics } from './metrics.js';
-import { parseSince, type StatusReport } from '../db/status.js';
+import { parseSince, type StatusSource } from '../db/status.js';
 
 type Status = 'pass' | 'warn' | 'fail';
 
@@ -33,15 +34,42 @@ export interface HealthServerOptions {
   readonly healthToken: string | undefined;
   readonly refreshTokenWarnDays: number;
   readonly version: string;
-  /** Reads the `qbhealth status` report for `GET /status` (the one route that reads PostgreSQL). */
-  readonly status?: (query: { since: Date; now: Date; realmId: string | undefined }) => Promise<StatusReport>;
+  /**
+   * Reads the `qbhealth status` report for `GET /status` (the one route that reads PostgreSQL),
+   * on connections of its own (StatusReader). The server closes it when it closes.
+   */
+  readonly status?: StatusSource;
+  /** The clock `/status` windows are measured on (tests fix it). */
+  readonly now?: () => Date;
 }
 
 /** `/health` is rebuilt at most this often (its checks carry their own `time`). */
 export const HEALTH_CACHE_MS = 1000;
 
-/** `/status` answers are reused this long, so a dashboard polling it costs the database little. */
+/**
+ * `/status` answers are reused this long, so a dashboard polling it costs the database little;
+ * it is also the granularity of a window's start in the cache key.
+ */
 export const STATUS_CACHE_MS = 5000;
+
+/** Different `/status` windows read at once; more are turned away (503, Retry-After) without queueing. */
+export const STATUS_MAX_LOADS = 8;
+
+/** Logged at start when anyone who can reach the port can read the details. */
+export const UNAUTHENTICATED_EVENT = 'http.unauthenticated';
+
+const isLoopback = (address: string): boolean => {
+  const v4 = address.startsWith('::ffff:') ? address.slice('::ffff:'.length) : address;
+  return v4 === '::1' || (isIPv4(v4) && v4.startsWith('127.'));
+};
+
+/** Which readiness check fails, in our words only: PostgreSQL's error text stays behind HEALTH_TOKEN. */
+function readinessSummary(state: HealthState): string {
+  if (state.shuttingDown) return 'shutting down';
+  if (!state.db.reachable) return 'PostgreSQL unreachable';
+  if (!state.schema.verified) return 'schema not verified';
+  return 'not ready';
+}
 
 const worst = (statuses: Iterable<Status>): Status => {
   let result: Status = 'pass';
@@ -169,6 +197,8 @@ export class HealthServer {
   private readonly document: HealthDocument;
   private healthCache: { at: number; status: Status; full: Buffer; brief: Buffer } | undefined;
   private readonly statusCache = new Map<string, { at: number; body: Promise<string> }>();
+  private statusLoads = 0;
+  private closing: Promise<void> | undefined;
 
   constructor(
     private readonly state: HealthState,
@@ -197,17 +227,34 @@ export class HealthServer {
       this.server.listen(port, host, () => {
         this.server.off('error', onError);
         this.server.on('error', (err) => this.log.error({ event: LogEvent.httpError, err }, 'health server error'));
-        resolve(this.server.address() as AddressInfo);
+        const bound = this.server.address() as AddressInfo;
+        this.warnIfExposed(bound);
+        resolve(bound);
       });
     });
   }
 
+  /** Without HEALTH_TOKEN on a reachable address, the details are public: say so once, at start. */
+  private warnIfExposed(bound: AddressInfo): void {
+    if (this.token || isLoopback(bound.address)) return;
+    this.log.warn(
+      { event: UNAUTHENTICATED_EVENT, host: bound.address, port: bound.port },
+      `the health server listens on ${bound.address}:${bound.port} without HEALTH_TOKEN: anyone who can reach this port can read ` +
+        'every realm id, company name and error in /health, /status and /metrics. Set HEALTH_TOKEN, or HOST=127.0.0.1 behind a proxy that restricts access',
+    );
+  }
+
+  /** Stops accepting requests, lets those in flight finish, then closes the status reader. Safe to call twice. */
   close(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (!this.server.listening) return resolve();
-      this.server.close((err) => (err ? reject(err) : resolve()));
-      this.server.closeIdleConnections();
-    });
+    this.closing ??= (async () => {
+      await new Promise<void>((resolve, reject) => {
+        if (!this.server.listening) return resolve();
+        this.server.close((err) => (err ? reject(err) : resolve()));
+        this.server.closeIdleConnections();
+      });
+      await this.opts.status?.close();
+    })();
+    return this.closing;
   }
 
   /**
@@ -231,28 +278,43 @@ export class HealthServer {
   }
 
   /**
-   * `GET /status?since=24h&realmId=R`: the JSON of `qbhealth status --json`. Concurrent and
-   * repeated requests within STATUS_CACHE_MS share one database read.
+   * `GET /status?since=24h&realmId=R`: the JSON of `qbhealth status --json`. The cache key is the
+   * window, not its spelling: the start rounded down to STATUS_CACHE_MS, and the realm. So `24h`,
+   * `1440m` and an ISO instant a few milliseconds apart share one database read, and concurrent
+   * and repeated requests within STATUS_CACHE_MS share it too. Beyond STATUS_MAX_LOADS different
+   * windows in flight, requests are turned away at once rather than queued for connections.
    */
   private async serveStatus(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const load = this.opts.status;
-    if (!load) return send(res, 404, 'text/plain; charset=utf-8', 'not found\n');
+    const source = this.opts.status;
+    if (!source) return send(res, 404, 'text/plain; charset=utf-8', 'not found\n');
     const url = new URL(req.url ?? '/', 'http://localhost');
     const sinceText = url.searchParams.get('since') ?? '24h';
     const realmId = url.searchParams.get('realmId') ?? undefined;
-    const now = new Date();
-    let since: Date;
+    const now = this.opts.now?.() ?? new Date();
+    let windowStart: number;
     try {
-      since = parseSince(sinceText, now);
+      windowStart = Math.floor(parseSince(sinceText, now).getTime() / STATUS_CACHE_MS) * STATUS_CACHE_MS;
       if (realmId !== undefined && !/^\d{1,32}$/.test(realmId)) throw new RangeError('realmId must be the numeric company ID');
     } catch (err) {
       return send(res, 400, 'application/json', JSON.stringify({ status: 'fail', output: (err as Error).message }));
     }
-    const key = `${sinceText}\u0000${realmId ?? ''}`;
+    const key = `${windowStart}\u0000${realmId ?? ''}`;
     let entry = this.statusCache.get(key);
     if (!entry || now.getTime() - entry.at > STATUS_CACHE_MS) {
+      if (this.statusLoads >= STATUS_MAX_LOADS) {
+        return send(res, 503, 'application/json', JSON.stringify({ status: 'fail', output: 'too many different /status windows are being read at once; retry in a few seconds' }), {
+          'retry-after': String(STATUS_CACHE_MS / 1000),
+        });
+      }
       if (this.statusCache.size > 100) this.statusCache.clear();
-      entry = { at: now.getTime(), body: load({ since, now, realmId }).then((report) => JSON.stringify(report)) };
+      this.statusLoads++;
+      const body = source.load({ since: new Date(windowStart), now, realmId }).then((report) => JSON.stringify(report));
+      // Counted down however the read ends; its failure is reported below, to each waiting request.
+      body.then(
+        () => this.statusLoads--,
+        () => this.statusLoads--,
+      );
+      entry = { at: now.getTime(), body };
       this.statusCache.set(key, entry);
     }
     const shared = entry;
@@ -280,7 +342,10 @@ export class HealthServer {
       }
       case '/health/ready': {
         const ready = this.state.ready();
-        return send(res, ready.ok ? 200 : 503, 'application/json', JSON.stringify(ready.ok ? { status: 'pass' } : { status: 'fail', output: ready.reason }));
+        if (ready.ok) return send(res, 200, 'application/json', JSON.stringify({ status: 'pass' }));
+        // Only a caller holding HEALTH_TOKEN sees the reason in full (PostgreSQL's error names hosts, users, databases).
+        const output = this.token && this.authorized(req) ? ready.reason : readinessSummary(this.state);
+        return send(res, 503, 'application/json', JSON.stringify({ status: 'fail', output }));
       }
       case '/health': {
         const doc = this.healthBytes();

@@ -57,12 +57,15 @@ const NETWORK_ERROR_CODES = new Set([
   'ERR_SOCKET_CONNECTION_TIMEOUT',
 ]);
 
+/** TLS failures (a proxy that speaks plain HTTP, an expired or unknown certificate) are the network path's too. */
+const TLS_ERROR_CODE = /^(EPROTO|ERR_SSL_|ERR_TLS_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT$|SELF_SIGNED_CERT_IN_CHAIN$|UNABLE_TO_(VERIFY|GET)_)/;
+
 /** The errno-like code of a transport error, looking through `cause` chains (fetch wraps them). */
 export function transportCode(err: unknown): string | undefined {
   let current: unknown = err;
   for (let depth = 0; depth < 5 && current; depth++) {
     const code = (current as { code?: unknown }).code;
-    if (typeof code === 'string' && NETWORK_ERROR_CODES.has(code)) return code;
+    if (typeof code === 'string' && (NETWORK_ERROR_CODES.has(code) || TLS_ERROR_CODE.test(code))) return code;
     current = (current as { cause?: unknown }).cause;
   }
   return undefined;

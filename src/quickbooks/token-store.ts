@@ -112,8 +112,12 @@ const COLUMNS = T.columnList([...WRITTEN_COLUMNS, 'company_name', 'revision']);
 export class TokenStore {
   private readonly lastRead = new Map<string, RealmTokens>();
   private readonly unsaved = new Map<string, UnsavedPair>();
-  /** Refreshes under way (by realm), including ones whose probe has given up waiting. */
-  private readonly refreshing = new Map<Promise<unknown>, string>();
+  /**
+   * The refresh under way for each realm, including one whose probe has given up waiting. A later
+   * probe of the realm joins it rather than queueing for the row lock it holds: a slow token
+   * endpoint is then reported as the timeout it is, not as a lock PostgreSQL would not grant.
+   */
+  private readonly refreshing = new Map<string, Promise<RealmTokens>>();
 
   constructor(
     private readonly pool: Pool,
@@ -305,17 +309,23 @@ export class TokenStore {
    * `staleRevision`: the revision whose access token was refused (401) and must not be reused.
    */
   async freshAccessToken(realmId: string, signal: AbortSignal, staleRevision?: number): Promise<RealmTokens> {
-    // A pair issued earlier and not stored yet comes first: the stored refresh token is spent.
-    if (this.unsaved.has(realmId)) await this.storeUnsaved(realmId);
-    const work = this.refreshProtocol(realmId, signal, staleRevision);
-    this.refreshing.set(work, realmId);
-    void work
-      .finally(() => this.refreshing.delete(work))
-      .catch((err: unknown) => {
-        // The probe that started this refresh stopped waiting for it at its deadline, so this
-        // failure has no other reader. (When the probe is still waiting, it gets the error too.)
-        if (signal.aborted) this.log.warn({ event: LogEvent.tokenRefreshFailed, realmId, err }, 'a token refresh that outlived its probe failed');
-      });
+    let work = this.refreshing.get(realmId);
+    if (!work) {
+      // A pair issued earlier and not stored yet comes first: the stored refresh token is spent.
+      if (this.unsaved.has(realmId)) await this.storeUnsaved(realmId);
+      const started = this.refreshProtocol(realmId, signal, staleRevision);
+      this.refreshing.set(realmId, started);
+      void started
+        .finally(() => {
+          if (this.refreshing.get(realmId) === started) this.refreshing.delete(realmId);
+        })
+        .catch((err: unknown) => {
+          // The probe that started this refresh stopped waiting for it at its deadline, so this
+          // failure has no other reader. (When the probe is still waiting, it gets the error too.)
+          if (signal.aborted) this.log.warn({ event: LogEvent.tokenRefreshFailed, realmId, err }, 'a token refresh that outlived its probe failed');
+        });
+      work = started;
+    }
     try {
       return await raceSignal(work, signal);
     } catch (err) {
@@ -339,10 +349,10 @@ export class TokenStore {
     while (this.refreshing.size > 0 && Date.now() < until) {
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.min(until - Date.now(), 2 ** 31 - 1))));
-      await Promise.race([Promise.allSettled([...this.refreshing.keys()]), timedOut]);
+      await Promise.race([Promise.allSettled([...this.refreshing.values()]), timedOut]);
       clearTimeout(timer);
     }
-    return [...new Set(this.refreshing.values())];
+    return [...this.refreshing.keys()];
   }
 
   /** The rotated pair only this process holds for `realmId`, if any. */

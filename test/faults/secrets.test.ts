@@ -24,19 +24,21 @@ interface Fault {
   readonly scenario?: Scenario;
   /** A code the logged, reduced cause chain must still name, so the operator knows what happened. */
   readonly causeCode?: string;
+  /** How the probe is classified. */
+  readonly errorCode: 'network' | 'timeout';
 }
 
 const https = (url: string): string => url.replace(/^http:/, 'https:');
 
 const faults: Array<[string, Fault]> = [
-  ['token endpoint refusing the connection', { endpoint: 'token', env: (_sim, port) => ({ QBO_TOKEN_URL: `http://127.0.0.1:${port}/oauth2/v1/tokens/bearer` }), causeCode: 'ECONNREFUSED' }],
-  ['token endpoint resetting the connection', { endpoint: 'token', scenario: 'tokenReset', causeCode: 'ECONNRESET' }],
-  ['token endpoint failing TLS', { endpoint: 'token', env: (sim) => ({ QBO_TOKEN_URL: https(sim.tokenUrl) }) }],
-  ['token endpoint hanging', { endpoint: 'token', scenario: 'tokenHang' }],
-  ['API refusing the connection', { endpoint: 'api', env: (_sim, port) => ({ QBO_API_BASE_URL: `http://127.0.0.1:${port}` }), causeCode: 'ECONNREFUSED' }],
-  ['API resetting the connection', { endpoint: 'api', scenario: 'reset' }],
-  ['API failing TLS', { endpoint: 'api', env: (sim) => ({ QBO_API_BASE_URL: https(sim.url) }) }],
-  ['API hanging', { endpoint: 'api', scenario: 'hang' }],
+  ['token endpoint refusing the connection', { endpoint: 'token', env: (_sim, port) => ({ QBO_TOKEN_URL: `http://127.0.0.1:${port}/oauth2/v1/tokens/bearer` }), causeCode: 'ECONNREFUSED', errorCode: 'network' }],
+  ['token endpoint resetting the connection', { endpoint: 'token', scenario: 'tokenReset', causeCode: 'ECONNRESET', errorCode: 'network' }],
+  ['token endpoint failing TLS', { endpoint: 'token', env: (sim) => ({ QBO_TOKEN_URL: https(sim.tokenUrl) }), errorCode: 'network' }],
+  ['token endpoint hanging', { endpoint: 'token', scenario: 'tokenHang', errorCode: 'timeout' }],
+  ['API refusing the connection', { endpoint: 'api', env: (_sim, port) => ({ QBO_API_BASE_URL: `http://127.0.0.1:${port}` }), causeCode: 'ECONNREFUSED', errorCode: 'network' }],
+  ['API resetting the connection', { endpoint: 'api', scenario: 'reset', errorCode: 'network' }],
+  ['API failing TLS', { endpoint: 'api', env: (sim) => ({ QBO_API_BASE_URL: https(sim.url) }), errorCode: 'network' }],
+  ['API hanging', { endpoint: 'api', scenario: 'hang', errorCode: 'timeout' }],
 ];
 
 /** The `code` of each error in a logged `err` and its cause chain. */
@@ -70,6 +72,7 @@ describe('no secret in any output when Intuit fails at the transport level', () 
       }
       const since = (line: LogLine): boolean => daemon.lines.indexOf(line) >= from;
       const failed = await daemon.waitFor('probe.failed', { where: since, timeoutMs: 30_000 });
+      expect(failed.errorCode).toBe(fault.errorCode);
       const failures = [failed];
       if (fault.endpoint === 'token' && fault.scenario !== 'tokenHang') {
         failures.push(await daemon.waitFor('token.refresh_failed', { where: since, timeoutMs: 30_000 }));
