@@ -42,7 +42,6 @@ export const LogEvent = {
   dbConnectionError: 'db.connection_error',
   dbReadFailed: 'db.read_failed',
   dbRecovered: 'db.recovered',
-  probeSkipped: 'probe.skipped',
   schedulerOverlap: 'scheduler.overlap',
   schedulerMissed: 'scheduler.missed',
   schedulerTickFailed: 'scheduler.tick_failed',
@@ -58,6 +57,8 @@ export const LogEvent = {
   tokenLost: 'token.lost',
   /** A realm left the token table or was disconnected: no longer probed, its alerts resolved. */
   realmForgotten: 'realm.forgotten',
+  /** The health server listens beyond loopback without HEALTH_TOKEN: its details are readable by anyone who reaches it. */
+  httpUnauthenticated: 'http.unauthenticated',
 } as const;
 
 export const REDACTED = '[redacted]';
@@ -79,6 +80,8 @@ const SENSITIVE_KEYS = [
   'cookie',
   'encryptionKey',
   'tokenEncryptionKey',
+  'tokenEncryptionKeyPrevious',
+  'previousKeys',
   'healthToken',
   'databaseUrl',
   'connectionString',

@@ -8,7 +8,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { HealthState } from '../src/daemon/state.js';
 import { STATUS_APPLICATION_NAME, StatusReader, type StatusQuery, type StatusReport, type StatusSource } from '../src/db/status.js';
 import { Metrics } from '../src/http/metrics.js';
-import { HealthServer, STATUS_CACHE_MS, STATUS_MAX_LOADS, UNAUTHENTICATED_EVENT } from '../src/http/server.js';
+import { HealthServer, STATUS_CACHE_MS, STATUS_MAX_LOADS } from '../src/http/server.js';
+import { LogEvent } from '../src/log.js';
 import { captureLog } from './support/log.js';
 import { migratedDatabase } from './support/qbo.js';
 import type { TestDatabase } from './support/db.js';
@@ -99,14 +100,14 @@ describe('an exposed port without HEALTH_TOKEN', () => {
   it('is announced once at start, at warn, naming what anyone who reaches it can read', async () => {
     const state = new HealthState();
     const exposed = await serve(state, { host: '0.0.0.0' });
-    const lines = exposed.log.byEvent(UNAUTHENTICATED_EVENT);
+    const lines = exposed.log.byEvent(LogEvent.httpUnauthenticated);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ level: 40, host: '0.0.0.0', port: expect.any(Number) });
     expect(String(lines[0]?.msg)).toMatch(/realm id.*company name.*error/);
     expect(String(lines[0]?.msg)).toContain('HEALTH_TOKEN');
 
-    expect((await serve(state, { host: '127.0.0.1' })).log.byEvent(UNAUTHENTICATED_EVENT)).toEqual([]);
-    expect((await serve(state, { host: '0.0.0.0', healthToken: TOKEN })).log.byEvent(UNAUTHENTICATED_EVENT)).toEqual([]);
+    expect((await serve(state, { host: '127.0.0.1' })).log.byEvent(LogEvent.httpUnauthenticated)).toEqual([]);
+    expect((await serve(state, { host: '0.0.0.0', healthToken: TOKEN })).log.byEvent(LogEvent.httpUnauthenticated)).toEqual([]);
   });
 });
 

@@ -13,22 +13,21 @@ import { pruneHistory } from '../db/prune.js';
 import { StatusReader } from '../db/status.js';
 import { describeProblem, verifySchema } from '../db/verify.js';
 import { Escalator } from '../escalate/escalator.js';
+import { escalateProbeResult, tokenUnreadableSummary } from '../escalate/probe-escalation.js';
 import { WebhookNotifier } from '../escalate/notifier.js';
 import { coerceError, ExitCode, OperatorError } from '../errors.js';
 import { HealthServer } from '../http/server.js';
 import { Metrics } from '../http/metrics.js';
 import { LogEvent, type Logger, type SecretRegistry } from '../log.js';
-import { Prober } from '../probe/prober.js';
-import type { ProbeResult } from '../probe/result.js';
+import { Prober, type ProbeOutcome } from '../probe/prober.js';
 import { TokenCipher } from '../quickbooks/cipher.js';
 import { IntuitOAuth } from '../quickbooks/oauth.js';
 import { ErrorCode } from '../quickbooks/outcome.js';
-import { TokenStore } from '../quickbooks/token-store.js';
+import { RealmDisconnectedError, REFRESH_ANSWER_TIMEOUT_MS, TokenStore } from '../quickbooks/token-store.js';
 import { describeDbFailure, FatalError, Recorder, type DbOutcome } from '../recorder/recorder.js';
 import { Spool } from '../recorder/spool.js';
 import { HealthState } from './state.js';
 
-const DAY_MS = 86_400_000;
 /** The daily retention prune runs at 03:17 local time, away from the top of the hour. */
 export const PRUNE_SCHEDULE = '17 3 * * *';
 const DB_CHECK_INTERVAL_MS = 5000;
@@ -51,6 +50,8 @@ export class Daemon {
   private tasks: ScheduledTask[] = [];
   private timers: NodeJS.Timeout[] = [];
   private knownRealms: string[] = [];
+  /** Realms the staleness check has raised `monitor_stalled` for. */
+  private readonly stalled = new Set<string>();
   private cycle: Promise<void> | undefined;
   private cycleDbOutcome: DbOutcome | undefined;
   private dbCheckRunning = false;
@@ -124,6 +125,7 @@ export class Daemon {
     }
     const restored = await this.escalator.load();
     if (restored > 0) log.info({ event: LogEvent.daemonStarted, openAlerts: restored }, `${restored} open alert(s) restored; they will not be raised again`);
+    await this.checkTokensReadable();
 
     try {
       const bound = await this.server.listen(config.host, config.port);
@@ -158,6 +160,8 @@ export class Daemon {
     this.tasks = [probe, prune];
     const [a, b] = probe.getNextRuns(2);
     const periodMs = a && b ? b.getTime() - a.getTime() : 60_000;
+    this.state.periodMs = periodMs;
+    this.state.probeTimeoutMs = config.probeTimeoutMs;
     this.state.maxTickGapMs = 3 * periodMs + 30_000;
   }
 
@@ -167,6 +171,7 @@ export class Daemon {
       const now = Date.now();
       this.state.eventLoopLagMs = Math.max(0, now - expected);
       expected = now + HEARTBEAT_MS;
+      this.checkStaleness(now);
     }, HEARTBEAT_MS);
     const dbCheck = setInterval(() => void this.checkDatabase(), DB_CHECK_INTERVAL_MS);
     heartbeat.unref();
@@ -181,6 +186,8 @@ export class Daemon {
     try {
       await withClient(this.pool, (c) => c.query('SELECT 1'));
       this.markDb(true, undefined);
+      // Rotated tokens only this process holds are the one thing that cannot be re-created.
+      if (this.store.unsavedRealms().length > 0) await this.storeUnsavedTokens();
       if (!this.state.schema.verified) {
         const problems = await verifySchema(this.pool);
         this.state.schema = problems.length === 0 ? { verified: true, error: undefined } : { verified: false, error: problems.map(describeProblem).join('; ') };
@@ -272,7 +279,7 @@ export class Daemon {
     } catch (err) {
       if (!isDatabaseUnavailable(err) && !isSchemaGap(err)) throw err;
       this.log.warn({ event: LogEvent.dbReadFailed, err, realms: this.knownRealms.length }, 'cannot list realms from PostgreSQL; probing the realms known before');
-      this.noteDbOutcome(describeDbFailure(err));
+      this.noteDbOutcome(describeDbFailure(err, 'read'));
     }
     return this.knownRealms;
   }
@@ -282,7 +289,7 @@ export class Daemon {
     this.notifier.retryFailed();
     const realms = await this.listRealms();
     const current = new Set(realms);
-    for (const id of this.state.realms.keys()) if (!current.has(id)) this.metrics.forget(id);
+    for (const id of this.formerRealms(current)) this.forgetRealm(id);
     this.state.retainRealms(current);
     const outcomes = { pass: 0, warn: 0, fail: 0 };
     // A probe slot moves on to its next realm as soon as the result is handed to the recorder;
@@ -292,22 +299,20 @@ export class Daemon {
     let recordFailure: { err: unknown } | undefined;
     await forEachLimited(realms, this.config.probeConcurrency, async (realmId) => {
       if (this.state.shuttingDown || recordFailure) return;
-      let result: ProbeResult;
+      let outcome: ProbeOutcome;
       try {
-        result = await this.prober.probeRealm(realmId);
+        outcome = await this.prober.probe(realmId);
       } catch (err) {
-        if (isDatabaseUnavailable(err) || isSchemaGap(err)) {
-          this.log.warn({ event: LogEvent.probeSkipped, realmId, err }, 'probe skipped: PostgreSQL is needed to read or rotate this realm\'s tokens');
-          this.noteDbOutcome(describeDbFailure(err));
-        } else {
-          this.log.error({ event: LogEvent.probeSkipped, realmId, err }, `probe could not run: ${coerceError(err).message}`);
-        }
+        // Every other failure is a result (Prober.probe); only a realm disconnected meanwhile is not.
+        if (!(err instanceof RealmDisconnectedError)) throw err;
+        this.forgetRealm(realmId);
         return;
       }
+      const { result } = outcome;
       outcomes[result.status]++;
       this.state.observe(result);
       this.metrics.observe(result);
-      this.escalateProbe(result);
+      this.escalateProbe(outcome);
       recording.push(
         this.recorder.record(result).then(
           (where) => {
@@ -332,43 +337,78 @@ export class Daemon {
     );
   }
 
-  private escalateProbe(r: ProbeResult): void {
+  private escalateProbe({ result: r, cause }: ProbeOutcome): void {
     const realm = r.realmId;
-    const detail = { lastError: r.error, intuitTid: r.intuitTid };
-    if (r.errorCode === ErrorCode.ok) {
-      this.escalator.succeed(realm, 'quickbooks_api');
-      this.escalator.succeed(realm, 'quickbooks_auth');
-    } else if (r.errorCode === ErrorCode.authInvalidGrant) {
-      this.escalator.fail(realm, 'quickbooks_auth', {
+    // A result, whatever it says, ends a stall.
+    if (this.stalled.delete(realm)) this.escalator.succeed(realm, 'monitor_stalled');
+    if (r.errorCode === ErrorCode.databaseUnavailable) {
+      // PostgreSQL's failure, not the realm's: the system-wide database (or schema) alert carries it.
+      this.noteDbOutcome(describeDbFailure(cause, 'read'));
+      return;
+    }
+    escalateProbeResult(this.escalator, r, this.config.refreshTokenWarnDays);
+  }
+
+  /**
+   * Start-up: every monitored realm's envelopes are opened once. Realms the key cannot open are
+   * reported at once (one error line naming them and TOKEN_ENCRYPTION_KEY, and a critical alert
+   * each); the daemon stays up, because exiting would silence the monitor while the key is wrong.
+   */
+  private async checkTokensReadable(): Promise<void> {
+    let checked: Awaited<ReturnType<TokenStore['checkReadable']>>;
+    try {
+      checked = await this.store.checkReadable();
+    } catch (err) {
+      // Not fatal: each realm's probe reports the same failure as a result.
+      this.log.warn({ event: LogEvent.dbReadFailed, what: 'token check at start', err }, 'cannot check at start that the stored tokens can be opened; the probes will report it');
+      return;
+    }
+    const { realms, unreadable } = checked;
+    this.knownRealms = realms;
+    this.state.expectRealms(realms);
+    if (unreadable.length === 0) return;
+    this.log.error(
+      { event: LogEvent.tokenUnreadable, realms: unreadable.map((u) => u.realmId), monitored: realms.length },
+      `TOKEN_ENCRYPTION_KEY cannot open the stored tokens of ${unreadable.length} of ${realms.length} realm(s): ${unreadable.map((u) => u.realmId).join(', ')}. ` +
+        'Set TOKEN_ENCRYPTION_KEY to the key they were stored with, or re-import them (`qbhealth import-tokens` / `qbhealth connect`); they are probed and fail meanwhile',
+    );
+    for (const u of unreadable) {
+      this.escalator.fail(u.realmId, 'quickbooks_auth', { severity: 'critical', immediate: true, summary: tokenUnreadableSummary(u.realmId), lastError: u.error });
+    }
+    await this.escalator.persist();
+  }
+
+  /** Realms that were monitored (a result, an alert, a due result) and are no longer listed. */
+  private formerRealms(current: ReadonlySet<string>): string[] {
+    const seen = new Set([...this.state.realms.keys(), ...this.state.expected.keys(), ...this.escalator.realmsWithState()]);
+    return [...seen].filter((id) => !current.has(id));
+  }
+
+  /** A realm deleted from the token table or disconnected: no probes, no metrics series, its alerts resolved. */
+  private forgetRealm(realmId: string): void {
+    const resolved = this.escalator.resolveRealm(realmId, 'realm disconnected by an operator');
+    this.stalled.delete(realmId);
+    this.metrics.forget(realmId);
+    this.state.realms.delete(realmId);
+    this.state.expected.delete(realmId);
+    this.knownRealms = this.knownRealms.filter((id) => id !== realmId);
+    this.log.info({ event: LogEvent.realmForgotten, realmId, resolvedAlerts: resolved }, `realm ${realmId} is no longer monitored (disconnected or removed)`);
+  }
+
+  /** Raises `monitor_stalled` for each realm without a recent result, once per stall (see HealthState.stalledRealms). */
+  private checkStaleness(now: number): void {
+    if (this.state.shuttingDown || this.tasks.length === 0) return;
+    for (const s of this.state.stalledRealms(now)) {
+      if (this.stalled.has(s.realmId)) continue;
+      this.stalled.add(s.realmId);
+      const seconds = Math.round(s.sinceMs / 1000);
+      this.escalator.fail(s.realmId, 'monitor_stalled', {
         severity: 'critical',
         immediate: true,
-        summary: `QuickBooks refused realm ${realm}'s refresh token (invalid_grant): the app was disconnected, or the token expired or was superseded. Reconnect with \`qbhealth connect\``,
-        ...detail,
+        summary: s.lastResultAt
+          ? `no probe result for realm ${s.realmId} for ${seconds} s (over 3 schedule periods; the last at ${s.lastResultAt.toISOString()}): the scheduler runs but this realm is not being probed. Look for scheduler.tick_failed and scheduler.overlap lines`
+          : `no probe result for realm ${s.realmId} ${seconds} s after it became due (2 schedule periods): the scheduler runs but this realm is not being probed. Look for scheduler.tick_failed and scheduler.overlap lines`,
       });
-    } else if (r.errorCode === ErrorCode.authUnauthorized || r.errorCode === ErrorCode.forbidden) {
-      this.escalator.fail(realm, 'quickbooks_auth', {
-        severity: 'critical',
-        summary: `Intuit refused realm ${realm}'s credentials in {count} consecutive probes (${r.errorCode}): check QBO_CLIENT_ID/QBO_CLIENT_SECRET and the app's scopes, or reconnect with \`qbhealth connect\``,
-        ...detail,
-      });
-    } else {
-      this.escalator.fail(realm, 'quickbooks_api', {
-        severity: r.errorCode === ErrorCode.throttled ? 'warning' : 'critical',
-        summary: `QuickBooks API failing for realm ${realm}: {count} consecutive probes failed (${r.errorCode}${r.error ? `: ${r.error}` : ''})`,
-        ...detail,
-      });
-    }
-    if (r.refreshTokenExpiresAt) {
-      const days = (r.refreshTokenExpiresAt.getTime() - Date.now()) / DAY_MS;
-      if (days < this.config.refreshTokenWarnDays) {
-        this.escalator.fail(realm, 'refresh_token_expiry', {
-          severity: days < 1 ? 'critical' : 'warning',
-          immediate: true,
-          summary: `realm ${realm}'s refresh token expires in ${Math.max(0, Math.floor(days))} day(s) (${r.refreshTokenExpiresAt.toISOString()}): reconnect with \`qbhealth connect\` before then`,
-        });
-      } else {
-        this.escalator.succeed(realm, 'refresh_token_expiry');
-      }
     }
   }
 
@@ -381,13 +421,8 @@ export class Daemon {
   }
 
   /** Realms that will be probed (for the start-up line); undefined when PostgreSQL cannot say. */
-  async realmCount(): Promise<number | undefined> {
-    try {
-      return (await this.store.listRealms()).length;
-    } catch (err) {
-      this.log.warn({ event: LogEvent.dbReadFailed, err }, 'cannot count realms');
-      return undefined;
-    }
+  realmCount(): number {
+    return this.knownRealms.length;
   }
 
   /** SIGINT/SIGTERM: readiness 503 at once, no new ticks, in-flight probes finish, everything flushed and closed. */
@@ -398,6 +433,7 @@ export class Daemon {
       await this.stopScheduler();
       // In-flight probes end within PROBE_TIMEOUT_MS; realms not yet started are not started.
       await this.cycle;
+      await this.settleTokens();
       await this.recorder.flush();
       await this.escalator.persist();
       await this.notifier.drain(5000);
@@ -405,6 +441,31 @@ export class Daemon {
       this.log.info({ event: LogEvent.daemonStopped, reason, spoolPending: this.spool.pending }, 'stopped');
     })();
     return this.stopping;
+  }
+
+  /**
+   * A refresh Intuit may still answer is awaited (its own bound), then rotated pairs only this
+   * process holds get one more chance to be stored; whatever is still unsaved is named: those
+   * realms' stored refresh tokens are spent, and they must be reconnected.
+   */
+  private async settleTokens(): Promise<void> {
+    const running = await this.store.settle(REFRESH_ANSWER_TIMEOUT_MS + 5000);
+    if (this.store.unsavedRealms().length > 0) await this.storeUnsavedTokens();
+    const lost = [...new Set([...running, ...this.store.unsavedRealms()])];
+    if (lost.length === 0) return;
+    this.log.error(
+      { event: LogEvent.tokenLost, realms: lost, unanswered: running },
+      `stopping with rotated tokens PostgreSQL did not store for realm(s) ${lost.join(', ')}: they are lost, and those realms must be reconnected with \`qbhealth connect\``,
+    );
+  }
+
+  /** Stores the rotated pairs only this process holds; a failure keeps them for the next try. */
+  private async storeUnsavedTokens(): Promise<void> {
+    try {
+      await this.store.storeUnsaved();
+    } catch (err) {
+      this.log.error({ event: LogEvent.tokenUnsaved, realms: this.store.unsavedRealms(), err }, 'rotated tokens kept in memory could not be stored yet; tried again in a few seconds');
+    }
   }
 
   private async stopScheduler(): Promise<void> {
@@ -422,3 +483,4 @@ export class Daemon {
     await this.pool.end();
   }
 }
+

@@ -55,8 +55,6 @@ export const STATUS_CACHE_MS = 5000;
 /** Different `/status` windows read at once; more are turned away (503, Retry-After) without queueing. */
 export const STATUS_MAX_LOADS = 8;
 
-/** Logged at start when anyone who can reach the port can read the details. */
-export const UNAUTHENTICATED_EVENT = 'http.unauthenticated';
 
 const isLoopback = (address: string): boolean => {
   const v4 = address.startsWith('::ffff:') ? address.slice('::ffff:'.length) : address;
@@ -170,6 +168,7 @@ export class HealthDocument {
         },
       ],
       'alerts:open': [{ observedValue: openAlerts, status: openAlerts > 0 ? 'warn' : 'pass' }],
+      'monitor:staleness': [staleness(state, now)],
     };
     for (const list of Object.values(system)) for (const c of list) statuses.push(c.status);
     const status = state.shuttingDown ? 'fail' : worst(statuses);
@@ -184,6 +183,22 @@ export class HealthDocument {
     const json = `${head.slice(0, -1)},"checks":{"quickbooks:connection":[${connection.join(',')}],"quickbooks:refreshTokenExpiry":[${refresh.join(',')}],${systemJson}}}`;
     return { status, json };
   }
+}
+
+/** Realms without a recent result (HealthState.stalledRealms): the scheduler ticks but skips them. */
+function staleness(state: HealthState, now: number): Check {
+  const stalled = state.stalledRealms(now);
+  const shown = stalled.slice(0, 10).map((s) => `${s.realmId} (${Math.round(s.sinceMs / 1000)} s)`);
+  return {
+    componentType: 'component',
+    observedValue: stalled.length,
+    observedUnit: 'realms',
+    status: stalled.length > 0 ? 'fail' : 'pass',
+    time: new Date(now).toISOString(),
+    ...(stalled.length > 0
+      ? { output: `no recent probe result for ${stalled.length} realm(s): ${shown.join(', ')}${stalled.length > shown.length ? ', …' : ''}` }
+      : {}),
+  };
 }
 
 function send(res: ServerResponse, status: number, contentType: string, body: string | Buffer, extra: Record<string, string> = {}): void {
@@ -238,7 +253,7 @@ export class HealthServer {
   private warnIfExposed(bound: AddressInfo): void {
     if (this.token || isLoopback(bound.address)) return;
     this.log.warn(
-      { event: UNAUTHENTICATED_EVENT, host: bound.address, port: bound.port },
+      { event: LogEvent.httpUnauthenticated, host: bound.address, port: bound.port },
       `the health server listens on ${bound.address}:${bound.port} without HEALTH_TOKEN: anyone who can reach this port can read ` +
         'every realm id, company name and error in /health, /status and /metrics. Set HEALTH_TOKEN, or HOST=127.0.0.1 behind a proxy that restricts access',
     );
