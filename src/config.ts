@@ -47,6 +47,8 @@ export interface Config extends DatabaseConfig {
   readonly qboTokenUrl: string;
   readonly qboApiBaseUrl: string;
   readonly qboRevokeUrl: string;
+  /** Where `qbhealth connect` sends the browser for consent (QBO_AUTHORIZE_URL). */
+  readonly qboAuthorizeUrl: string;
 }
 
 export type ConfigScope = 'database' | 'full';
@@ -57,6 +59,7 @@ export type ConfigResult<T> =
 
 export const INTUIT_TOKEN_URL = 'https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer';
 export const INTUIT_REVOKE_URL = 'https://developer.api.intuit.com/v2/oauth2/tokens/revoke';
+export const INTUIT_AUTHORIZE_URL = 'https://appcenter.intuit.com/connect/oauth2';
 export const INTUIT_API_BASE_URL: Readonly<Record<QboEnvironment, string>> = {
   sandbox: 'https://sandbox-quickbooks.api.intuit.com',
   production: 'https://quickbooks.api.intuit.com',
@@ -276,6 +279,7 @@ function parseFull(r: Reader, cwd: string): Config | undefined {
     secretValue: false,
   });
   const qboRevokeUrl = r.httpUrl('QBO_REVOKE_URL', r.string('QBO_REVOKE_URL', INTUIT_REVOKE_URL), { secretValue: false });
+  const qboAuthorizeUrl = r.httpUrl('QBO_AUTHORIZE_URL', r.string('QBO_AUTHORIZE_URL', INTUIT_AUTHORIZE_URL), { secretValue: false });
 
   if (
     r.problems.length > 0 ||
@@ -286,7 +290,8 @@ function parseFull(r: Reader, cwd: string): Config | undefined {
     tokenEncryptionKey === undefined ||
     qboTokenUrl === undefined ||
     qboApiBaseUrl === undefined ||
-    qboRevokeUrl === undefined
+    qboRevokeUrl === undefined ||
+    qboAuthorizeUrl === undefined
   ) {
     return undefined;
   }
@@ -313,6 +318,7 @@ function parseFull(r: Reader, cwd: string): Config | undefined {
     qboTokenUrl,
     qboApiBaseUrl: qboApiBaseUrl.replace(/\/+$/, ''),
     qboRevokeUrl,
+    qboAuthorizeUrl,
   };
 }
 

@@ -275,4 +275,30 @@ describe('qbhealth connect and disconnect against the simulator', () => {
     expect(skip.stdout).toContain('not revoked at Intuit (--skip-revoke)');
     expect(sim.stats.revocations).toBe(1);
   });
+
+  it('connect against the simulator needs only QBO_AUTHORIZE_URL: the printed URL, opened as is, completes it', async () => {
+    const cli = spawnQbhealth(['connect', '--timeout', '60'], { ...env, QBO_AUTHORIZE_URL: sim.authorizeUrl });
+    try {
+      const [, printed] = await cli.waitForStdout(/^ {2}(https?:\/\/\S+)$/m);
+      await cli.waitForStdout(/^Waiting up to/m);
+      expect(printed?.startsWith(`${sim.authorizeUrl}?`)).toBe(true);
+      // What a browser does with it: the simulator's consent page redirects to the waiting callback.
+      const page = await fetch(printed ?? '');
+      expect(page.status).toBe(200);
+      expect(await page.text()).toContain(`(realm ${REALM}) is connected`);
+      const result = await cli.exited;
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain(`connected realm ${REALM} (sandbox): "${COMPANY}"`);
+      expect(await tokenRow()).toMatchObject({ status: 'connected' });
+    } finally {
+      // A failed assertion must not leave connect waiting on its port for the rest of the run.
+      if (cli.child.exitCode === null && cli.child.signalCode === null) cli.child.kill('SIGKILL');
+    }
+  });
+
+  it('an invalid QBO_AUTHORIZE_URL is a configuration error (78) naming it', async () => {
+    const r = await runQbhealth(['connect', '--timeout', '1'], { ...env, QBO_AUTHORIZE_URL: 'appcenter.intuit.com/connect' });
+    expect(r.code).toBe(ExitCode.configInvalid);
+    expect(r.stderr).toMatch(/^ {2}QBO_AUTHORIZE_URL: must be an absolute http:\/\/ or https:\/\/ URL \(got "appcenter\.intuit\.com\/connect"\)$/m);
+  });
 });

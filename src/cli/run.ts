@@ -7,6 +7,7 @@ import { connectCommand, disconnectCommand } from './connect-commands.js';
 import { rotateKeyCommand } from './key-commands.js';
 import { importTokensCommand, probeCommand } from './qbo-commands.js';
 import { pruneCommand, statusCommand } from './status-commands.js';
+import { simulatorCommand } from './simulator-command.js';
 
 export const COMMANDS: readonly Command[] = [
   statusCommand,
@@ -18,6 +19,7 @@ export const COMMANDS: readonly Command[] = [
   checkSchemaCommand,
   pruneCommand,
   rotateKeyCommand,
+  simulatorCommand,
 ];
 
 export function mainHelp(): string {

@@ -13,7 +13,8 @@
  *
  * Environment (all optional): PORT (8080) and HOST (127.0.0.1) for the health server,
  * PROBE_SCHEDULE (every 10 s), QBHEALTH_DEMO_DIR (./var/demo) for where the demo keeps its
- * database, spool and keys.
+ * database, spool and keys, SIM_PORT and WEBHOOK_PORT to pin the simulator's and the alert
+ * printer's ports (free ones otherwise), so that curl commands copied from one run work in the next.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -89,8 +90,29 @@ function qbhealth(pretty: Pretty, args: string[], env: NodeJS.ProcessEnv, cwd: s
   });
 }
 
+/** SIM_PORT / WEBHOOK_PORT: a pinned port, or 0 for a free one. */
+function pinnedPort(name: string): number {
+  const value = process.env[name]?.trim();
+  if (value === undefined || value === '') return 0;
+  const port = /^\d{1,5}$/.test(value) ? Number(value) : NaN;
+  if (!(port >= 1 && port <= 65_535)) throw new Error(`${name} must be a port number from 1 to 65535 (got "${value}")`);
+  return port;
+}
+
+/** Listening failures say which variable pinned the port, so the fix is obvious. */
+async function listening<T>(name: string, port: number, start: () => Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE' && port !== 0) {
+      throw new Error(`${name}=${port} is in use: pick another port, or unset ${name} for a free one`, { cause: err });
+    }
+    throw err;
+  }
+}
+
 /** A stand-in for Slack: prints each alert the daemon POSTs. */
-async function webhookPrinter(): Promise<Server> {
+async function webhookPrinter(port: number): Promise<Server> {
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -105,7 +127,13 @@ async function webhookPrinter(): Promise<Server> {
       }
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
   return server;
 }
 
@@ -115,9 +143,14 @@ function prettyRelay(pretty: Pretty, child: ChildProcess): void {
   if (child.stderr) createInterface({ input: child.stderr }).on('line', (line) => process.stderr.write(`${line}\n`));
 }
 
+/** A path as the operator types it from the directory they ran the demo in. */
+function shown(file: string): string {
+  const relative = path.relative(process.cwd(), file);
+  return relative.startsWith('..') ? file : relative;
+}
+
 function banner(opts: { schedule: string; health: string; sim: Simulator; envFile: string; dir: string; firstRun: boolean }): string {
-  const relative = path.relative(process.cwd(), opts.envFile);
-  const envFile = relative.startsWith('..') ? opts.envFile : relative;
+  const cli = `node --env-file=${shown(opts.envFile)} ${shown(CLI)}`;
   const scenario = (name: string): string => `curl -X POST '${opts.sim.url}/_sim/scenario?name=${name}'`;
   return [
     '',
@@ -125,13 +158,20 @@ function banner(opts: { schedule: string; health: string; sim: Simulator; envFil
     '',
     `  health    ${opts.health}/health          (also /health/ready, /health/live)`,
     `  metrics   ${opts.health}/metrics`,
-    `  status    ${opts.health}/status   or   node --env-file=${envFile} dist/cli.js status`,
+    `  status    ${opts.health}/status   or   ${cli} status`,
     '',
-    'Break the connection and watch an alert be raised (after 2 failures) and resolved:',
-    `  ${scenario('outage')}      # Intuit answers 503`,
-    `  ${scenario('throttled')}   # 429: logged as a warning, not an outage`,
-    `  ${scenario('revoked')}     # invalid_grant: a critical alert at once`,
-    `  ${scenario('healthy')}     # back to normal; the alerts resolve`,
+    'Break the connection and watch alerts be raised and resolved; in another terminal, in this order:',
+    `  ${scenario('outage')}      # Intuit answers 503: an alert after 2 failed probes`,
+    `  ${scenario('healthy')}     # back to normal: that alert resolves at the next probe`,
+    `  ${scenario('throttled')}   # 429: Intuit throttling the app`,
+    `  ${scenario('healthy')}     # back to normal`,
+    `  ${scenario('revoked')}     # invalid_grant: a critical alert at once; the realm is now`,
+    '      reconnect_required and the monitor stops calling Intuit for it, as it would in production',
+    `  ${scenario('healthy')}     # Intuit answers again, but a revoked realm stays reconnect_required`,
+    '      (the alert stays open) until it is reconnected, as in production:',
+    `  ${cli} connect`,
+    '      then open the URL it prints: the simulator approves at once and redirects back to it;',
+    '      the next probe succeeds and the alert resolves',
     '',
     opts.firstRun
       ? `The database lives in ${opts.dir}; history is kept for the next run.`
@@ -175,10 +215,14 @@ async function runStack(): Promise<number> {
 
   let code = 0;
   try {
+    const simPort = pinnedPort('SIM_PORT');
+    const webhookPort = pinnedPort('WEBHOOK_PORT');
     say(firstRun ? `starting PostgreSQL (first run: creating ${path.join(dir, 'pg')})...` : 'starting PostgreSQL...');
     pg = await startEmbeddedPostgres({ dataDir: path.join(dir, 'pg'), password: keys.postgresPassword, port: await freePort() });
-    sim = await startSimulator({ host: '127.0.0.1', clientId: keys.clientId, clientSecret: keys.clientSecret, latencyMs: 40 });
-    hook = await webhookPrinter();
+    sim = await listening('SIM_PORT', simPort, () =>
+      startSimulator({ host: '127.0.0.1', port: simPort, clientId: keys.clientId, clientSecret: keys.clientSecret, latencyMs: 40 }),
+    );
+    hook = await listening('WEBHOOK_PORT', webhookPort, () => webhookPrinter(webhookPort));
     const env: NodeJS.ProcessEnv = {
       PATH: process.env.PATH,
       TZ: process.env.TZ,
@@ -190,6 +234,7 @@ async function runStack(): Promise<number> {
       QBO_TOKEN_URL: sim.tokenUrl,
       QBO_REVOKE_URL: sim.revokeUrl,
       QBO_API_BASE_URL: sim.url,
+      QBO_AUTHORIZE_URL: sim.authorizeUrl,
       QBO_REDIRECT_URI: `http://127.0.0.1:${await freePort()}/oauth/callback`,
       PROBE_SCHEDULE: process.env.PROBE_SCHEDULE ?? '*/10 * * * * *',
       PROBE_TIMEOUT_MS: '5000',

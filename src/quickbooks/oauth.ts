@@ -11,6 +11,7 @@
  *    body with the refresh token.
  */
 import OAuthClient from 'intuit-oauth';
+import { INTUIT_AUTHORIZE_URL } from '../config.js';
 import { reduceError } from '../errors.js';
 import { ErrorCode, IntuitFailure, classifyStatus, transportCode } from './outcome.js';
 
@@ -21,6 +22,8 @@ export interface IntuitOAuthConfig {
   readonly redirectUri: string;
   readonly tokenUrl: string;
   readonly revokeUrl: string;
+  /** Intuit's consent page unless set (QBO_AUTHORIZE_URL: the simulator, a proxy). */
+  readonly authorizeUrl?: string;
 }
 
 export interface TokenSet {
@@ -79,6 +82,7 @@ export class IntuitOAuth {
     qboRedirectUri: string;
     qboTokenUrl: string;
     qboRevokeUrl: string;
+    qboAuthorizeUrl: string;
   }): IntuitOAuth {
     return new IntuitOAuth({
       clientId: config.qboClientId,
@@ -87,6 +91,7 @@ export class IntuitOAuth {
       redirectUri: config.qboRedirectUri,
       tokenUrl: config.qboTokenUrl,
       revokeUrl: config.qboRevokeUrl,
+      authorizeUrl: config.qboAuthorizeUrl,
     });
   }
 
@@ -97,6 +102,7 @@ export class IntuitOAuth {
     // intuit-oauth keeps its endpoints and retry policy on the class; one configuration per process.
     OAuthClient.tokenEndpoint = config.tokenUrl;
     OAuthClient.revokeEndpoint = config.revokeUrl;
+    OAuthClient.authorizeEndpoint = config.authorizeUrl ?? INTUIT_AUTHORIZE_URL;
     OAuthClient.retryConfig = { ...OAuthClient.retryConfig, maxRetries: 0 };
   }
 

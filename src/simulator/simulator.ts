@@ -4,7 +4,12 @@
  * does: every refresh rotates the refresh token and supersedes the old one (invalid_grant if it
  * is used again), access tokens expire (401 with an AUTHENTICATION fault), and a revoked app gets
  * invalid_grant. Scenarios switch its behaviour at run time; the monitor knows it only through
- * the endpoint overrides (QBO_TOKEN_URL, QBO_API_BASE_URL, QBO_REVOKE_URL).
+ * the endpoint overrides (QBO_TOKEN_URL, QBO_API_BASE_URL, QBO_REVOKE_URL, QBO_AUTHORIZE_URL).
+ *
+ * Control endpoints (loopback tooling, no credentials): `POST /_sim/scenario?name=S` switches the
+ * scenario; `POST /_sim/realms?realm_id=R[&company=NAME]` registers a company, or registers it
+ * afresh (un-revoked, earlier tokens dead), and answers its first refresh token as text/plain, for
+ * `| qbhealth import-tokens --realm-id R`; `GET /_sim/state` reports scenario, counters and realms.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -34,6 +39,9 @@ export type Scenario = (typeof SCENARIOS)[number];
 export const TOKEN_PATH = '/oauth2/v1/tokens/bearer';
 export const REVOKE_PATH = '/v2/oauth2/tokens/revoke';
 export const AUTHORIZE_PATH = '/connect/oauth2';
+export const SCENARIO_PATH = '/_sim/scenario';
+export const REALMS_PATH = '/_sim/realms';
+export const STATE_PATH = '/_sim/state';
 
 export interface SimulatorOptions {
   port?: number;
@@ -75,6 +83,8 @@ export interface Simulator {
   readonly url: string;
   readonly tokenUrl: string;
   readonly revokeUrl: string;
+  /** The consent page `qbhealth connect` sends the browser to (QBO_AUTHORIZE_URL). */
+  readonly authorizeUrl: string;
   readonly stats: SimulatorStats;
   scenario: Scenario;
   latencyMs: number;
@@ -83,8 +93,10 @@ export interface Simulator {
    * but answered only after this delay, as when Intuit's answer is slow to come back. 0: at once.
    */
   refreshDelayMs: number;
-  /** Registers a company; returns its first refresh token (what `import-tokens` takes). */
+  /** Registers a company (afresh if known); returns its first refresh token (what `import-tokens` takes). */
   addRealm(realmId: string, companyName: string): string;
+  /** The registered companies, realm id to name. */
+  realms(): ReadonlyMap<string, string>;
   /** A one-time authorization code, as Intuit's consent page would redirect with. */
   issueCode(realmId: string): string;
   /** Makes every access token stale now (as if an hour passed). */
@@ -247,13 +259,40 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
   function handleAuthorize(url: URL, res: ServerResponse): void {
     const redirect = url.searchParams.get('redirect_uri');
     const realmId = url.searchParams.get('realm_id') ?? [...realms.keys()][0];
-    if (!redirect || !realmId) return send(res, 400, '<html><body>redirect_uri and a realm are required</body></html>');
+    if (!redirect) return send(res, 400, '<html><body>redirect_uri is required</body></html>');
+    if (!realmId || !realms.has(realmId)) {
+      return send(res, 400, `<html><body>No such company at the simulator: register one with POST ${REALMS_PATH}?realm_id=NUMBER first</body></html>`);
+    }
     const target = new URL(redirect);
     target.searchParams.set('code', issueCodeFor(realmId));
     target.searchParams.set('state', url.searchParams.get('state') ?? '');
     target.searchParams.set('realmId', realmId);
     res.writeHead(302, { location: target.toString() });
     res.end();
+  }
+
+  function handleAddRealm(url: URL, res: ServerResponse): void {
+    const realmId = url.searchParams.get('realm_id') ?? '';
+    if (!/^\d{1,32}$/.test(realmId)) return send(res, 400, { error: 'realm_id must be the numeric company (realm) id' });
+    const company = url.searchParams.get('company') ?? realms.get(realmId)?.companyName ?? `Sandbox Company ${realmId}`;
+    const refreshToken = addRealm(realmId, company);
+    res.writeHead(201, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+    res.end(refreshToken);
+  }
+
+  function addRealm(realmId: string, companyName: string): string {
+    const refreshToken = token('RT1-sim-');
+    issued.push(refreshToken);
+    realms.set(realmId, {
+      companyName,
+      refreshToken,
+      superseded: new Set(),
+      accessToken: undefined,
+      accessTokenExpiresAt: 0,
+      hardExpiresAt: Date.now() + hardTtl * 1000,
+      revoked: false,
+    });
+    return refreshToken;
   }
 
   function issueCodeFor(realmId: string): string {
@@ -274,13 +313,14 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
       if (req.method === 'GET' && url.pathname === AUTHORIZE_PATH) return handleAuthorize(url, res);
       const api = /^\/v3\/company\/([^/]+)\/companyinfo\/([^/]+)$/.exec(url.pathname);
       if (req.method === 'GET' && api && api[1] === api[2]) return handleCompanyInfo(req, res, decodeURIComponent(api[1] ?? ''));
-      if (url.pathname === '/_sim/scenario' && req.method === 'POST') {
+      if (url.pathname === REALMS_PATH && req.method === 'POST') return handleAddRealm(url, res);
+      if (url.pathname === SCENARIO_PATH && req.method === 'POST') {
         const name = url.searchParams.get('name') as Scenario | null;
         if (!name || !SCENARIOS.includes(name)) return send(res, 400, { error: `scenario must be one of ${SCENARIOS.join(', ')}` });
         state.scenario = name;
         return send(res, 200, { scenario: name });
       }
-      if (url.pathname === '/_sim/state') return send(res, 200, { scenario: state.scenario, latencyMs: state.latencyMs, refreshDelayMs: state.refreshDelayMs, stats, realms: [...realms.keys()] });
+      if (url.pathname === STATE_PATH) return send(res, 200, { scenario: state.scenario, latencyMs: state.latencyMs, refreshDelayMs: state.refreshDelayMs, stats, realms: [...realms.keys()] });
       return send(res, 404, { error: 'not found' });
     };
     respond().catch((err: unknown) => {
@@ -294,12 +334,14 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
     server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
   });
   const { port } = server.address() as AddressInfo;
-  const url = `http://${opts.host ?? '127.0.0.1'}:${port}`;
+  const host = opts.host ?? '127.0.0.1';
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 
   return {
     url,
     tokenUrl: `${url}${TOKEN_PATH}`,
     revokeUrl: `${url}${REVOKE_PATH}`,
+    authorizeUrl: `${url}${AUTHORIZE_PATH}`,
     stats,
     get scenario() {
       return state.scenario;
@@ -319,20 +361,8 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
     set refreshDelayMs(ms: number) {
       state.refreshDelayMs = ms;
     },
-    addRealm(realmId, companyName) {
-      const refreshToken = token('RT1-sim-');
-      issued.push(refreshToken);
-      realms.set(realmId, {
-        companyName,
-        refreshToken,
-        superseded: new Set(),
-        accessToken: undefined,
-        accessTokenExpiresAt: 0,
-        hardExpiresAt: Date.now() + hardTtl * 1000,
-        revoked: false,
-      });
-      return refreshToken;
-    },
+    addRealm,
+    realms: () => new Map([...realms].map(([id, r]) => [id, r.companyName])),
     issueCode: issueCodeFor,
     expireAccessTokens() {
       for (const r of realms.values()) r.accessTokenExpiresAt = 0;
