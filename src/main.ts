@@ -3,6 +3,7 @@
  * `process.send('ready')` for PM2's wait_ready, signals, exit codes (ARCHITECTURE.md: 0 stopped,
  * 65 schema mismatch, 75 temporary failure, 78 configuration invalid).
  */
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { parseConfig, readEnvironment } from './config.js';
@@ -17,12 +18,33 @@ const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.
  * falls behind (PM2 busy, a slow disk) then costs memory, not a blocked event loop, so probes and
  * health checks keep their pace. Every exit writes out what is still buffered first.
  */
-const stdout = pino.destination({ dest: 1, sync: false });
+const stdout = pino.destination({ dest: 1, sync: false }) as ReturnType<typeof pino.destination> & { _writing?: boolean };
+const flushAll = stdout.flushSync.bind(stdout);
+// pino calls flushSync on every `fatal` line. With a write in flight that puts the later lines
+// before it (and the exit that follows may cut the in-flight one off); exit() below flushes in
+// order instead, so a fatal line only queues while a write is in flight.
+stdout.flushSync = (): void => {
+  if (stdout._writing !== true) flushAll();
+};
 
-function exit(log: Logger, code: number): never {
+/** How long an exit waits for a log write already handed to the OS (a reader that stopped reading). */
+const EXIT_FLUSH_MS = 2000;
+
+/**
+ * Writes out every buffered log line in order, then exits. A write already in flight is waited
+ * for first (bounded): lines written synchronously behind it would otherwise land before it, and
+ * it could be cut off by the exit. Never resolves.
+ */
+async function exit(log: Logger, code: number): Promise<never> {
   log.flush();
+  const until = Date.now() + EXIT_FLUSH_MS;
+  while (stdout._writing === true && Date.now() < until) {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([once(stdout, 'write'), new Promise((resolve) => (timer = setTimeout(resolve, until - Date.now())))]);
+    clearTimeout(timer);
+  }
   try {
-    stdout.flushSync();
+    flushAll();
   } catch (err) {
     // The reader is gone (EPIPE) or stuck: the lines cannot be delivered; the exit code still is.
     process.stderr.write(`qbo-health-monitor: could not write the last log lines: ${coerceError(err).message}\n`);
@@ -38,18 +60,18 @@ async function main(): Promise<void> {
     const log = createLogger({ level: 'info', secrets, destination: stdout });
     log.fatal({ event: LogEvent.configInvalid, problems: parsed.problems }, `configuration invalid: ${parsed.problems.join('; ')}`);
     process.stderr.write(`qbo-health-monitor: configuration invalid (set these in the environment or in .env):\n${parsed.problems.map((p) => `  ${p}`).join('\n')}\n`);
-    exit(log, ExitCode.configInvalid);
+    return exit(log, ExitCode.configInvalid);
   }
   const config = parsed.config;
   const log = createLogger({ level: config.logLevel, secrets, destination: stdout });
 
   process.on('uncaughtException', (err) => {
     log.fatal({ event: LogEvent.daemonFatal, err }, `uncaught exception: ${err.message}`);
-    exit(log, 1);
+    void exit(log, 1);
   });
   process.on('unhandledRejection', (reason) => {
     log.fatal({ event: LogEvent.daemonFatal, err: coerceError(reason) }, 'unhandled promise rejection');
-    exit(log, 1);
+    void exit(log, 1);
   });
 
   let daemon: Daemon;
@@ -61,7 +83,7 @@ async function main(): Promise<void> {
       { event: failure?.exitCode === ExitCode.schemaMismatch ? LogEvent.schemaInvalid : LogEvent.daemonFatal, exitCode: failure?.exitCode ?? 1, err },
       `cannot start: ${coerceError(err).message}`,
     );
-    exit(log, failure?.exitCode ?? 1);
+    return exit(log, failure?.exitCode ?? 1);
   }
 
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
@@ -69,18 +91,19 @@ async function main(): Promise<void> {
   const onSignal = (signal: NodeJS.Signals): void => {
     if (stopping) {
       log.warn({ event: LogEvent.daemonStopping, signal }, `second ${signal}: exiting now without finishing the shutdown`);
-      exit(log, 1);
+      void exit(log, 1);
+      return;
     }
     stopping = true;
     daemon.stop(signal).then(
       () => {
         for (const s of signals) process.off(s, onSignal);
         process.off('message', onMessage);
-        exit(log, ExitCode.ok);
+        return exit(log, ExitCode.ok);
       },
       (err: unknown) => {
         log.fatal({ event: LogEvent.daemonFatal, err }, 'shutdown failed');
-        exit(log, 1);
+        return exit(log, 1);
       },
     );
   };
@@ -98,7 +121,7 @@ async function main(): Promise<void> {
       () => exit(log, err.exitCode),
       (stopErr: unknown) => {
         log.fatal({ event: LogEvent.daemonFatal, err: stopErr }, 'shutdown after a fatal error failed');
-        exit(log, err.exitCode);
+        return exit(log, err.exitCode);
       },
     );
   };
@@ -110,7 +133,7 @@ async function main(): Promise<void> {
       pid: process.pid,
       schedule: config.probeSchedule,
       health: daemon.address,
-      realms: (await daemon.realmCount()) ?? null,
+      realms: daemon.realmCount(),
       spoolPending: daemon.state.spoolPending,
     },
     `monitoring QuickBooks on "${config.probeSchedule}"; health on ${daemon.address?.host}:${daemon.address?.port}`,
