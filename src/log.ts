@@ -59,6 +59,15 @@ export const LogEvent = {
   realmForgotten: 'realm.forgotten',
   /** The health server listens beyond loopback without HEALTH_TOKEN: its details are readable by anyone who reaches it. */
   httpUnauthenticated: 'http.unauthenticated',
+  /** At start, results an earlier run left in the spool (replayed next: `spool.replayed`). */
+  spoolFound: 'spool.found',
+  /** At start, open alerts restored from quickbooks_alert_state (not raised again). */
+  alertsRestored: 'alerts.restored',
+  historyPruneFailed: 'history.prune_failed',
+  /** A second SIGINT/SIGTERM: the process exits at once without finishing the shutdown. */
+  daemonStopForced: 'daemon.stop_forced',
+  /** Closing what a failed start had opened failed too (the start failure is reported on its own). */
+  daemonCleanupFailed: 'daemon.cleanup_failed',
 } as const;
 
 export const REDACTED = '[redacted]';

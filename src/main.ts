@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { parseConfig, readEnvironment } from './config.js';
-import { Daemon } from './daemon/daemon.js';
+import { Daemon, SchemaMismatchError } from './daemon/daemon.js';
 import { coerceError, ExitCode, OperatorError } from './errors.js';
 import { createLogger, LogEvent, SecretRegistry, type Logger } from './log.js';
 
@@ -54,7 +54,18 @@ async function exit(log: Logger, code: number): Promise<never> {
 
 async function main(): Promise<void> {
   const secrets = new SecretRegistry();
-  const parsed = parseConfig(readEnvironment(process.env, process.cwd()), 'full', process.cwd());
+  let env;
+  try {
+    env = readEnvironment(process.env, process.cwd());
+  } catch (err) {
+    // A .env that exists but cannot be read is configuration (78: PM2 must not restart-loop on it).
+    const problem = coerceError(err).message;
+    const log = createLogger({ level: 'info', secrets, destination: stdout });
+    log.fatal({ event: LogEvent.configInvalid, problems: [problem] }, `configuration invalid: ${problem}`);
+    process.stderr.write(`qbo-health-monitor: configuration invalid: ${problem}\n`);
+    return exit(log, ExitCode.configInvalid);
+  }
+  const parsed = parseConfig(env, 'full', process.cwd());
   secrets.add(...parsed.secrets);
   if (!parsed.ok) {
     const log = createLogger({ level: 'info', secrets, destination: stdout });
@@ -79,8 +90,13 @@ async function main(): Promise<void> {
     daemon = await Daemon.start(config, log, secrets, version);
   } catch (err) {
     const failure = err instanceof OperatorError ? err : undefined;
+    // One line per start failure; a schema mismatch is the one `schema.invalid` of this detection.
     log.fatal(
-      { event: failure?.exitCode === ExitCode.schemaMismatch ? LogEvent.schemaInvalid : LogEvent.daemonFatal, exitCode: failure?.exitCode ?? 1, err },
+      {
+        event: failure?.exitCode === ExitCode.schemaMismatch ? LogEvent.schemaInvalid : LogEvent.daemonFatal,
+        exitCode: failure?.exitCode ?? 1,
+        ...(err instanceof SchemaMismatchError ? { problems: err.problems } : { err }),
+      },
       `cannot start: ${coerceError(err).message}`,
     );
     return exit(log, failure?.exitCode ?? 1);
@@ -90,7 +106,7 @@ async function main(): Promise<void> {
   let stopping = false;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (stopping) {
-      log.warn({ event: LogEvent.daemonStopping, signal }, `second ${signal}: exiting now without finishing the shutdown`);
+      log.warn({ event: LogEvent.daemonStopForced, signal }, `second ${signal}: exiting now without finishing the shutdown`);
       void exit(log, 1);
       return;
     }
@@ -130,7 +146,6 @@ async function main(): Promise<void> {
     {
       event: LogEvent.daemonStarted,
       version,
-      pid: process.pid,
       schedule: config.probeSchedule,
       health: daemon.address,
       realms: daemon.realmCount(),

@@ -162,6 +162,17 @@ describe('the daemon, end to end', () => {
     const raised = await daemon.waitFor('alert.raised');
     expect(raised).toMatchObject({ kind: 'quickbooks_auth', severity: 'critical', consecutiveFailures: 1, summary: expect.stringContaining('qbhealth connect') });
     expect(await hook.waitFor('alert.raised', 'quickbooks_auth')).toMatchObject({ severity: 'critical', realmId: REALM, summary: expect.stringContaining('qbhealth connect') });
+
+    // A restart with the alert open restores it: one alerts.restored line, one daemon.started,
+    // and no second page.
+    expect((await daemon.stop('SIGINT')).code).toBe(0);
+    const raisedBefore = hook.bodies.filter((b) => b.event === 'alert.raised').length;
+    daemon = spawnDaemon(env);
+    await daemon.waitFor('probe.failed', { count: 2 });
+    expect(daemon.events('alerts.restored')).toEqual([expect.objectContaining({ openAlerts: 1 })]);
+    expect(daemon.events('daemon.started')).toHaveLength(1);
+    expect(daemon.events('alert.raised')).toEqual([]);
+    expect(hook.bodies.filter((b) => b.event === 'alert.raised')).toHaveLength(raisedBefore);
   });
 
   it('a dropped health table raises a schema alert naming it; after `qbhealth migrate` the spool is replayed', async () => {
@@ -229,7 +240,7 @@ describe('the daemon, end to end', () => {
       daemon.child.kill('SIGINT');
       const exit = await daemon.exited;
       expect(exit.code).toBe(1);
-      expect(daemon.events('daemon.stopping').at(-1)?.msg).toMatch(/second SIGINT: exiting now/);
+      expect(daemon.events('daemon.stop_forced').at(-1)?.msg).toMatch(/second SIGINT: exiting now/);
       expect(daemon.events('daemon.stopped')).toEqual([]);
     } finally {
       sim.latencyMs = 0;
@@ -251,6 +262,7 @@ describe('the daemon, end to end', () => {
     const unmigrated = spawnDaemon({ ...base, MIGRATE_ON_START: 'false' });
     expect((await unmigrated.exited).code).toBe(65);
     const invalidSchema = unmigrated.events('schema.invalid');
+    expect(invalidSchema).toHaveLength(1);
     expect(invalidSchema[0]).toMatchObject({ level: 60, problems: expect.arrayContaining(['missing table quickbooks_connection_health']) });
     expect(invalidSchema.at(-1)?.msg).toMatch(/qbhealth migrate/);
   });

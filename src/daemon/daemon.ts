@@ -6,9 +6,9 @@
 import { access, constants } from 'node:fs/promises';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Config } from '../config.js';
-import { createPool, isDatabaseUnavailable, isSchemaGap, withClient, type Pool } from '../db/pool.js';
+import { connectionFailure, createPool, isDatabaseUnavailable, isSchemaGap, withClient, type Pool } from '../db/pool.js';
 import { forEachLimited } from '../for-each-limited.js';
-import { migrate } from '../db/migrate.js';
+import { migrate, migrationStatus } from '../db/migrate.js';
 import { pruneHistory } from '../db/prune.js';
 import { StatusReader } from '../db/status.js';
 import { describeProblem, verifySchema } from '../db/verify.js';
@@ -71,7 +71,13 @@ export class Daemon {
     this.spool = new Spool(config.spoolDir, log);
     this.notifier = new WebhookNotifier(config.alertWebhookUrl, log);
     this.escalator = new Escalator(this.pool, this.notifier, log, config);
-    this.recorder = new Recorder(this.pool, this.spool, log, (outcome) => this.noteDbOutcome(outcome));
+    this.recorder = new Recorder(
+      this.pool,
+      this.spool,
+      log,
+      (outcome) => this.noteDbOutcome(outcome),
+      (replay) => this.metrics.replayed.inc(replay.replayed),
+    );
     const oauth = IntuitOAuth.fromConfig(config);
     this.store = new TokenStore(this.pool, TokenCipher.fromConfig(config), oauth, secrets, log);
     this.prober = new Prober(this.store, { ...config, apiBaseUrl: config.qboApiBaseUrl }, log, secrets);
@@ -91,8 +97,11 @@ export class Daemon {
       await daemon.boot();
     } catch (err) {
       await daemon.release().catch((releaseErr: unknown) => {
-        log.warn({ event: LogEvent.daemonStopping, err: releaseErr }, 'cleanup after a failed start failed');
+        log.warn({ event: LogEvent.daemonCleanupFailed, err: releaseErr }, 'cleanup after a failed start failed');
       });
+      // PostgreSQL going away after the first SELECT 1 (migrations, schema check, alert state) is
+      // as temporary as it being away before it: 75, so PM2 retries, not 1.
+      if (!(err instanceof OperatorError) && isDatabaseUnavailable(err)) throw connectionFailure(err);
       throw err;
     }
     return daemon;
@@ -103,11 +112,11 @@ export class Daemon {
     await withClient(this.pool, (c) => c.query('SELECT 1'));
     this.markDb(true, undefined);
     if (config.migrateOnStart) await migrate(this.pool, log);
+    else await refuseChangedMigrations(this.pool);
     const problems = await verifySchema(this.pool);
     if (problems.length > 0) {
       const lines = problems.map(describeProblem);
-      log.fatal({ event: LogEvent.schemaInvalid, problems: lines }, 'the database schema does not match this release');
-      throw new OperatorError(`the database schema does not match this release:\n  ${lines.join('\n  ')}\nRun \`qbhealth migrate\` (or start with MIGRATE_ON_START=true)`, ExitCode.schemaMismatch);
+      throw new SchemaMismatchError(`the database schema does not match this release:\n  ${lines.join('\n  ')}\nRun \`qbhealth migrate\` (or start with MIGRATE_ON_START=true)`, lines);
     }
     this.state.schema = { verified: true, error: undefined };
 
@@ -119,12 +128,12 @@ export class Daemon {
     }
     this.state.spoolPending = this.spool.pending;
     if (this.spool.pending > 0) {
-      log.warn({ event: LogEvent.spoolAppended, pending: this.spool.pending }, `${this.spool.pending} result(s) left in the spool by an earlier run; replaying`);
+      log.warn({ event: LogEvent.spoolFound, pending: this.spool.pending }, `${this.spool.pending} result(s) left in the spool by an earlier run; replaying`);
       await this.recorder.replaySpool();
       this.state.spoolPending = this.spool.pending;
     }
     const restored = await this.escalator.load();
-    if (restored > 0) log.info({ event: LogEvent.daemonStarted, openAlerts: restored }, `${restored} open alert(s) restored; they will not be raised again`);
+    if (restored > 0) log.info({ event: LogEvent.alertsRestored, openAlerts: restored }, `${restored} open alert(s) restored; they will not be raised again`);
     await this.checkTokensReadable();
 
     try {
@@ -416,7 +425,7 @@ export class Daemon {
     try {
       await pruneHistory(this.pool, this.config.historyRetentionDays, this.log);
     } catch (err) {
-      this.log.error({ event: LogEvent.historyPruned, err }, 'the daily history prune failed; it runs again tomorrow (or run `qbhealth prune`)');
+      this.log.error({ event: LogEvent.historyPruneFailed, err }, 'the daily history prune failed; it runs again tomorrow (or run `qbhealth prune`)');
     }
   }
 
@@ -484,3 +493,28 @@ export class Daemon {
   }
 }
 
+
+/** The schema differs from what this release needs (exit 65); `problems` one line each. */
+export class SchemaMismatchError extends OperatorError {
+  constructor(
+    message: string,
+    readonly problems: readonly string[],
+  ) {
+    super(message, ExitCode.schemaMismatch);
+    this.name = 'SchemaMismatchError';
+  }
+}
+
+/**
+ * With MIGRATE_ON_START=false the daemon still refuses an applied migration whose file changed on
+ * disk, as `qbhealth migrate` does: the schema it would verify is not the one the files describe.
+ */
+async function refuseChangedMigrations(pool: Pool): Promise<void> {
+  const { changed } = await migrationStatus(pool);
+  if (changed.length === 0) return;
+  const files = changed.map((m) => m.file);
+  throw new SchemaMismatchError(
+    `applied migration changed since it ran: ${files.join(', ')}. Restore the file(s) as released (the checksum in migrations_applied must match), then start again`,
+    files.map((f) => `applied migration changed since it ran: ${f}`),
+  );
+}

@@ -31,6 +31,14 @@ export function createPool(opts: PoolOptions, log: Logger): Pool {
   pool.on('error', (err) => {
     log.warn({ event: LogEvent.dbConnectionError, err }, 'idle PostgreSQL connection failed');
   });
+  // A checked-out client whose connection drops between two statements emits 'error' with no
+  // listener of the pool's (that one covers idle clients only), which Node turns into an uncaught
+  // exception. The statement that follows fails on its own and is reported by its caller.
+  pool.on('connect', (client) => {
+    client.on('error', (err) => {
+      log.warn({ event: LogEvent.dbConnectionError, err }, 'PostgreSQL connection lost while in use');
+    });
+  });
   return pool;
 }
 
