@@ -4,6 +4,26 @@
 // The package is ESM ("type": "module"). PM2 require()s this file and reads `.apps`; Node >= 20.19
 // require()s an ES module as its namespace, so a named `apps` export is what PM2 finds
 // (a `module.exports` here would be a syntax error, and `export default` would be ignored).
+import { readFileSync } from 'node:fs';
+import { parseEnv } from 'node:util';
+
+/** How long the daemon awaits a token refresh already sent (src/quickbooks/token-store.ts REFRESH_ANSWER_TIMEOUT_MS). */
+export const REFRESH_ANSWER_TIMEOUT_MS = 15_000;
+/** Webhook deliveries still in flight (the daemon drains them 5 s), the final spool and log writes. */
+export const SHUTDOWN_FLUSH_MS = 5_000;
+
+/** PROBE_TIMEOUT_MS as the daemon will read it: the environment over ./.env, default 10 s. */
+function probeTimeoutMs() {
+  let file = {};
+  try {
+    file = parseEnv(readFileSync('.env', 'utf8'));
+  } catch (err) {
+    if (err.code !== 'ENOENT') throw err;
+  }
+  const value = Number((process.env.PROBE_TIMEOUT_MS ?? file.PROBE_TIMEOUT_MS ?? '10000').trim());
+  return Number.isInteger(value) && value > 0 ? value : 10_000;
+}
+
 export const apps = [
   {
     name: 'qbo-health-monitor',
@@ -14,10 +34,12 @@ export const apps = [
     // are up; PM2 waits for it instead of assuming success at spawn.
     wait_ready: true,
     listen_timeout: 60_000,
-    // PM2 sends SIGINT, then SIGKILL after kill_timeout: above PROBE_TIMEOUT_MS (10 s), plus a
-    // token refresh Intuit has yet to answer (awaited up to 15 s once sent: the stored refresh
-    // token is already spent), plus flushing the spool and closing the pool.
-    kill_timeout: 30_000,
+    // PM2 sends SIGINT, then SIGKILL after kill_timeout, derived from PROBE_TIMEOUT_MS so that a
+    // longer probe deadline can never be cut off: the in-flight probe, plus a token refresh Intuit
+    // has yet to answer (awaited once sent: the stored refresh token is already spent), plus the
+    // final flush. 30 s with the default 10 s deadline. Restart with `pm2 delete` + `pm2 start`
+    // after changing PROBE_TIMEOUT_MS (a `pm2 restart` keeps the old kill_timeout).
+    kill_timeout: probeTimeoutMs() + REFRESH_ANSWER_TIMEOUT_MS + SHUTDOWN_FLUSH_MS,
     // 78 = configuration invalid: restarting cannot fix it, so PM2 must not loop on it.
     stop_exit_codes: [78],
     // 75 (database unreachable) and crashes are retried with growing delays.
