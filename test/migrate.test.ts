@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
+import { planAdoption } from '../src/db/adopt.js';
 import { createPool } from '../src/db/pool.js';
 import { loadMigrations, migrate, migrationStatus, MIGRATIONS_DIR, sha256 } from '../src/db/migrate.js';
 import { healthTable } from '../src/db/schema.js';
@@ -67,7 +68,10 @@ describe('migrations', () => {
     const files = await loadMigrations();
     expect(report.applied.map((a) => a.version)).toEqual(files.map((f) => f.version));
     expect(report.repaired).toEqual([]);
+    expect(report.adopted).toEqual([]);
     expect(await verifySchema(db.client)).toEqual([]);
+    // The declarations (defaults, NOT NULL, keys) say exactly what the migrations make: nothing to adopt.
+    expect(await planAdoption(db.client, { migrationsWillRun: true })).toEqual({ statements: [], blockers: [], notes: [] });
 
     const rows = (await db.query('SELECT version, name, checksum, applied_at, execution_ms FROM migrations_applied ORDER BY version')).rows;
     const first = await readFile(path.join(MIGRATIONS_DIR, '0001_initial_schema.sql'), 'utf8');

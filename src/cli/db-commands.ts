@@ -1,6 +1,7 @@
 /** Commands that need only PostgreSQL: `migrate` and `check-schema` (DATABASE_URL suffices). */
 import { parseConfig, type DatabaseConfig } from '../config.js';
 import { createPool, withClient, type Pool } from '../db/pool.js';
+import { describeBlocker, planAdoption } from '../db/adopt.js';
 import { migrate, migrationStatus, MIGRATIONS_DIR } from '../db/migrate.js';
 import { describeProblem, verifySchema } from '../db/verify.js';
 import { ExitCode, OperatorError } from '../errors.js';
@@ -29,12 +30,14 @@ export const migrateCommand: Command = {
   summary: 'apply pending schema migrations, then verify the schema matches the code',
   description:
     'Applies sql/migrations/NNNN_name.sql in order, one transaction each, under an advisory lock (safe to run from ' +
-    'several hosts at once). Refuses when an applied migration file has changed. Ends by verifying the schema; objects ' +
-    'dropped after their migration ran are restored by re-applying the idempotent migrations. Needs only DATABASE_URL.',
+    'several hosts at once). Refuses when an applied migration file has changed. Tables that already exist (made by ' +
+    'hand, or changed since) are adopted: rows and extra columns kept, missing columns added and filled where they can ' +
+    'be derived. Ends by verifying the schema; objects dropped after their migration ran are restored by re-applying ' +
+    'the idempotent migrations. The role in DATABASE_URL must own the tables. Needs only DATABASE_URL.',
   options: { status: { type: 'boolean', description: 'list applied, pending and changed migrations; change nothing' } },
   exitCodes: [
     [0, 'migrated (or nothing to do) and the schema matches the code'],
-    [65, 'an applied migration file changed, a migration failed, or the schema still differs'],
+    [65, 'an applied migration file changed, a migration failed, the schema still differs, or something blocks adoption (one line each, with the SQL that clears it)'],
     [75, 'PostgreSQL unreachable or the migration lock is busy; retry'],
     [78, 'configuration invalid (DATABASE_URL)'],
   ],
@@ -42,6 +45,7 @@ export const migrateCommand: Command = {
     withDatabase(io, async (pool, log) => {
       if (values.status) return printStatus(io, pool);
       const report = await migrate(pool, log);
+      for (const line of report.adopted) writeLine(io.stdout, io.secrets, line);
       for (const a of report.applied) writeLine(io.stdout, io.secrets, `applied ${a.version}_${a.name} (${a.ms} ms)`);
       if (report.applied.length === 0) writeLine(io.stdout, io.secrets, 'no pending migrations');
       if (report.repaired.length > 0) {
@@ -75,12 +79,14 @@ export const checkSchemaCommand: Command = {
   name: 'check-schema',
   summary: 'compare the live database with the schema the code needs (for deploy pipelines)',
   description:
-    'Checks every table, column, type, NOT NULL and index the code uses against the database in DATABASE_URL, ' +
-    'and prints one line per difference. Changes nothing. Run it before every deployment. Needs only DATABASE_URL.',
+    'Checks every table, column, type, NOT NULL, default and index the code uses, and the primary keys and unique ' +
+    'constraints its ON CONFLICT clauses need, against the database in DATABASE_URL, and prints one line per ' +
+    'difference. Then says whether `qbhealth migrate` can fix them, or what must be done first (with the SQL). ' +
+    'Changes nothing. Run it before every deployment. Needs only DATABASE_URL.',
   options: {},
   exitCodes: [
     [0, 'the schema matches the code'],
-    [65, 'something is missing or different (one line each); run `qbhealth migrate`'],
+    [65, 'something is missing or different (one line each); run `qbhealth migrate`, after the SQL printed for anything it cannot fix'],
     [75, 'PostgreSQL unreachable; retry'],
     [78, 'configuration invalid (DATABASE_URL)'],
   ],
@@ -92,8 +98,12 @@ export const checkSchemaCommand: Command = {
         return ExitCode.ok;
       }
       for (const p of problems) writeLine(io.stdout, io.secrets, describeProblem(p));
+      const differs = `schema differs from the code (${problems.length} problem${problems.length === 1 ? '' : 's'})`;
+      // The same plan `migrate` would make, read-only: never recommend a migrate that would refuse.
+      const adoption = await withClient(pool, (client) => planAdoption(client, { migrationsWillRun: true }));
+      if (adoption.blockers.length === 0) throw new OperatorError(`${differs}; run \`qbhealth migrate\``, ExitCode.schemaMismatch);
       throw new OperatorError(
-        `schema differs from the code (${problems.length} problem${problems.length === 1 ? '' : 's'}); run \`qbhealth migrate\``,
+        `${differs}, and \`qbhealth migrate\` cannot fix it until this is done:\n${adoption.blockers.map(describeBlocker).join('\n')}\nthen run \`qbhealth migrate\``,
         ExitCode.schemaMismatch,
       );
     }),

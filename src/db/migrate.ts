@@ -4,6 +4,11 @@
  * migrations_applied with its sha256; refuses (exit 65) when an applied file has changed; and
  * ends by verifying the schema, re-applying the idempotent migrations where objects the code
  * needs were dropped after being recorded.
+ *
+ * Tables that already exist (made by hand, or changed since) are adopted first (db/adopt.ts), in
+ * the transaction of the first migration that runs: the released migration files, whose checksums
+ * existing databases recorded, stay as they are. What adoption cannot do alone stops `migrate`
+ * before anything changes (exit 65), one line per blocker with the SQL that clears it.
  */
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
@@ -11,6 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ExitCode, OperatorError, withCleanup } from '../errors.js';
 import { LogEvent, type Logger } from '../log.js';
+import { applyAdoption, describeBlocker, planAdoption, type AdoptionPlan } from './adopt.js';
 import { inTransaction, sqlState, SqlState, withClient, type Pool, type PoolClient, type Queryable } from './pool.js';
 import { migrationsTable as M } from './schema.js';
 import { describeProblem, verifySchema, type SchemaProblem } from './verify.js';
@@ -56,6 +62,8 @@ export interface MigrateReport {
   /** Schema problems found after applying, which re-applying the migrations repaired. */
   readonly repaired: readonly SchemaProblem[];
   readonly unknown: readonly AppliedMigration[];
+  /** One line per existing table brought to the declared shape: rows kept, what changed. */
+  readonly adopted: readonly string[];
 }
 
 export function sha256(text: string): string {
@@ -121,10 +129,23 @@ function changedError(changed: readonly Migration[], dir: string): OperatorError
   );
 }
 
-async function runMigrationSql(client: PoolClient, migration: Migration, record: boolean): Promise<number> {
+/**
+ * Runs one migration in its own transaction; `adoption`, when given, runs first in the same one, so
+ * a failure leaves the adopted table exactly as it was.
+ */
+async function runMigrationSql(client: PoolClient, migration: Migration, record: boolean, adoption?: AdoptionPlan): Promise<number> {
   const started = performance.now();
   await inTransaction(client, async () => {
     await client.query(`SET LOCAL lock_timeout = '${STATEMENT_LOCK_WAIT}'`);
+    if (adoption) {
+      try {
+        await applyAdoption(client, adoption);
+      } catch (err) {
+        throw new OperatorError(`adopting the existing tables failed, nothing was changed: ${(err as Error).message}`, ExitCode.schemaMismatch, {
+          cause: err,
+        });
+      }
+    }
     try {
       await client.query(migration.sql);
     } catch (err) {
@@ -172,14 +193,6 @@ export async function migrate(pool: Pool, log: Logger, opts: MigrateOptions = {}
   const migrations = await loadMigrations(dir);
   return withClient(pool, (client) =>
     withMigrationLock(client, async () => {
-      await client.query(`
-        CREATE TABLE IF NOT EXISTS ${M.name} (
-          version      text PRIMARY KEY,
-          name         text NOT NULL,
-          checksum     text NOT NULL,
-          applied_at   timestamptz NOT NULL DEFAULT now(),
-          execution_ms integer NOT NULL
-        )`);
       const plan = planMigrations(migrations, await readApplied(client));
       if (plan.changed.length > 0) throw changedError(plan.changed, dir);
       if (plan.unknown.length > 0) {
@@ -189,20 +202,41 @@ export async function migrate(pool: Pool, log: Logger, opts: MigrateOptions = {}
         );
       }
 
+      const adopted: string[] = [];
       const applied: Array<{ version: string; name: string; ms: number }> = [];
-      for (const migration of plan.pending) {
-        const ms = await runMigrationSql(client, migration, true);
-        applied.push({ version: migration.version, name: migration.name, ms });
-        log.info({ event: LogEvent.migrationApplied, version: migration.version, name: migration.name, ms }, `applied migration ${migration.file}`);
+      if (plan.pending.length > 0) {
+        const adoption = await adoptionOrRefusal(client);
+        adopted.push(...adoption.notes);
+        await client.query(`
+          CREATE TABLE IF NOT EXISTS ${M.name} (
+            version      text PRIMARY KEY,
+            name         text NOT NULL,
+            checksum     text NOT NULL,
+            applied_at   timestamptz NOT NULL DEFAULT now(),
+            execution_ms integer NOT NULL
+          )`);
+        for (const [i, migration] of plan.pending.entries()) {
+          const adopting = i === 0 && adoption.statements.length > 0 ? adoption : undefined;
+          const ms = await runMigrationSql(client, migration, true, adopting);
+          applied.push({ version: migration.version, name: migration.name, ms });
+          log.info(
+            { event: LogEvent.migrationApplied, version: migration.version, name: migration.name, ms, ...(adopting ? { adopted: adopting.notes } : {}) },
+            `applied migration ${migration.file}`,
+          );
+        }
       }
 
       const repaired = await verifySchema(client);
       if (repaired.length > 0) {
+        const adoption = await adoptionOrRefusal(client);
+        adopted.push(...adoption.notes);
         log.warn(
           { event: LogEvent.migrationReapplied, problems: repaired.map(describeProblem) },
-          'objects the code needs are missing although their migrations are recorded; re-applying the idempotent migrations',
+          'objects the code needs are missing or differ although their migrations are recorded; re-applying the idempotent migrations',
         );
-        for (const migration of migrations) await runMigrationSql(client, migration, false);
+        for (const [i, migration] of migrations.entries()) {
+          await runMigrationSql(client, migration, false, i === 0 && adoption.statements.length > 0 ? adoption : undefined);
+        }
         const remaining = await verifySchema(client);
         if (remaining.length > 0) {
           throw new OperatorError(
@@ -211,7 +245,16 @@ export async function migrate(pool: Pool, log: Logger, opts: MigrateOptions = {}
           );
         }
       }
-      return { applied, repaired, unknown: plan.unknown };
+      return { applied, repaired, unknown: plan.unknown, adopted };
     }),
   );
+}
+
+/** The adoption the migrations about to run need, or exit 65 with one line per blocker. */
+async function adoptionOrRefusal(client: PoolClient): Promise<AdoptionPlan> {
+  const adoption = await planAdoption(client, { migrationsWillRun: true });
+  if (adoption.blockers.length > 0) {
+    throw new OperatorError(adoption.blockers.map(describeBlocker).join('\n'), ExitCode.schemaMismatch);
+  }
+  return adoption;
 }

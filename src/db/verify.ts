@@ -1,7 +1,8 @@
 /**
  * Compares the declared schema (db/schema.ts) with the live database: every table, column, type,
- * NOT NULL and index the code relies on. Used by `qbhealth check-schema`, by `migrate` after it
- * applies, and by the daemon at start.
+ * NOT NULL, default and index the code relies on, the primary keys and unique constraints its
+ * `ON CONFLICT` clauses need, and columns the code does not know that would make its inserts
+ * fail. Used by `qbhealth check-schema`, by `migrate` after it applies, and by the daemon at start.
  */
 import type { Queryable } from './pool.js';
 import { SCHEMA, type TableSpec } from './schema.js';
@@ -11,6 +12,9 @@ export type SchemaProblem =
   | { kind: 'missing_column'; table: string; column: string }
   | { kind: 'type_mismatch'; table: string; column: string; expected: string; actual: string }
   | { kind: 'nullable'; table: string; column: string }
+  | { kind: 'not_nullable'; table: string; column: string }
+  | { kind: 'missing_default'; table: string; column: string }
+  | { kind: 'undeclared_not_null'; table: string; column: string }
   | { kind: 'missing_index'; table: string; columns: readonly string[]; unique: boolean };
 
 export function describeProblem(p: SchemaProblem): string {
@@ -23,27 +27,45 @@ export function describeProblem(p: SchemaProblem): string {
       return `type mismatch ${p.table}.${p.column}: expected ${p.expected}, found ${p.actual}`;
     case 'nullable':
       return `column ${p.table}.${p.column} must be NOT NULL`;
+    case 'not_nullable':
+      return `column ${p.table}.${p.column} must allow NULL (the code writes NULL into it)`;
+    case 'missing_default':
+      return `column ${p.table}.${p.column} has no default (the code's inserts rely on one)`;
+    case 'undeclared_not_null':
+      return `column ${p.table}.${p.column} is NOT NULL without a default, and the code does not write it: every insert would fail`;
     case 'missing_index':
-      return `missing ${p.unique ? 'unique ' : ''}index on ${p.table} (${p.columns.join(', ')})`;
+      return p.unique
+        ? `missing primary key or unique constraint on ${p.table} (${p.columns.join(', ')}) (the code's ON CONFLICT needs it)`
+        : `missing index on ${p.table} (${p.columns.join(', ')})`;
   }
 }
 
-interface LiveColumn {
+export interface LiveColumn {
   table_name: string;
   column_name: string;
   type: string;
   not_null: boolean;
+  /** A DEFAULT, an identity or a generated expression: an insert that leaves it out still gets a value. */
+  has_default: boolean;
+  is_identity: boolean;
 }
 
-interface LiveIndex {
+export interface LiveIndex {
   table_name: string;
   columns: string[];
   is_unique: boolean;
+  is_primary: boolean;
+}
+
+export interface LiveSchema {
+  readonly columns: readonly LiveColumn[];
+  readonly indexes: readonly LiveIndex[];
 }
 
 const COLUMNS_SQL = `
   SELECT c.relname AS table_name, a.attname AS column_name,
-         format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null
+         format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null,
+         (a.atthasdef OR a.attidentity <> '') AS has_default, a.attidentity <> '' AS is_identity
     FROM pg_class c
     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
    WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
@@ -51,9 +73,10 @@ const COLUMNS_SQL = `
      AND c.relname = ANY($1::text[])`;
 
 // Only plain, valid, non-partial indexes count: a partial or broken index cannot serve the
-// queries (or ON CONFLICT) that depend on it.
+// queries (or ON CONFLICT) that depend on it. A deferrable unique constraint (not indimmediate)
+// cannot be an ON CONFLICT arbiter, so it does not count as unique.
 const INDEXES_SQL = `
-  SELECT t.relname AS table_name, i.indisunique AS is_unique,
+  SELECT t.relname AS table_name, i.indisunique AND i.indimmediate AS is_unique, i.indisprimary AS is_primary,
          array(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                 ORDER BY k.ord)::text[] AS columns
@@ -63,11 +86,20 @@ const INDEXES_SQL = `
      AND t.relname = ANY($1::text[])
      AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL`;
 
-export function compareSchema(
-  declared: readonly TableSpec[],
-  columns: readonly LiveColumn[],
-  indexes: readonly LiveIndex[],
-): SchemaProblem[] {
+export async function readLiveSchema(db: Queryable, declared: readonly TableSpec[] = SCHEMA): Promise<LiveSchema> {
+  const names = declared.map((t) => t.name);
+  const columns = await db.query<LiveColumn>(COLUMNS_SQL, [names]);
+  const indexes = await db.query<LiveIndex>(INDEXES_SQL, [names]);
+  return { columns: columns.rows, indexes: indexes.rows };
+}
+
+/** True when a live index serves `wanted`: same columns (any order for a unique arbiter, in order for a scan). */
+export function indexServes(live: LiveIndex, wanted: { readonly columns: readonly string[]; readonly unique?: boolean }): boolean {
+  if (!wanted.unique) return live.columns.join(',') === wanted.columns.join(',');
+  return live.is_unique && live.columns.length === wanted.columns.length && wanted.columns.every((c) => live.columns.includes(c));
+}
+
+export function compareSchema(declared: readonly TableSpec[], columns: readonly LiveColumn[], indexes: readonly LiveIndex[]): SchemaProblem[] {
   const problems: SchemaProblem[] = [];
   for (const table of declared) {
     const live = new Map(columns.filter((c) => c.table_name === table.name).map((c) => [c.column_name, c]));
@@ -80,23 +112,28 @@ export function compareSchema(
       if (!found) problems.push({ kind: 'missing_column', table: table.name, column });
       else if (found.type !== spec.type) {
         problems.push({ kind: 'type_mismatch', table: table.name, column, expected: spec.type, actual: found.type });
-      } else if (spec.notNull && !found.not_null) problems.push({ kind: 'nullable', table: table.name, column });
+      } else {
+        if (spec.notNull && !found.not_null) problems.push({ kind: 'nullable', table: table.name, column });
+        if (!spec.notNull && found.not_null) problems.push({ kind: 'not_nullable', table: table.name, column });
+        if (spec.default !== undefined && !found.has_default) problems.push({ kind: 'missing_default', table: table.name, column });
+      }
+    }
+    for (const found of live.values()) {
+      if (!(found.column_name in table.columns) && found.not_null && !found.has_default) {
+        problems.push({ kind: 'undeclared_not_null', table: table.name, column: found.column_name });
+      }
     }
     const liveIndexes = indexes.filter((i) => i.table_name === table.name);
     for (const wanted of table.indexes) {
-      const unique = wanted.unique ?? false;
-      const present = liveIndexes.some(
-        (i) => (i.is_unique || !unique) && i.columns.join(',') === wanted.columns.join(','),
-      );
-      if (!present) problems.push({ kind: 'missing_index', table: table.name, columns: wanted.columns, unique });
+      if (!liveIndexes.some((i) => indexServes(i, wanted))) {
+        problems.push({ kind: 'missing_index', table: table.name, columns: wanted.columns, unique: wanted.unique ?? false });
+      }
     }
   }
   return problems;
 }
 
 export async function verifySchema(db: Queryable, declared: readonly TableSpec[] = SCHEMA): Promise<SchemaProblem[]> {
-  const names = declared.map((t) => t.name);
-  const columns = await db.query<LiveColumn>(COLUMNS_SQL, [names]);
-  const indexes = await db.query<LiveIndex>(INDEXES_SQL, [names]);
-  return compareSchema(declared, columns.rows, indexes.rows);
+  const live = await readLiveSchema(db, declared);
+  return compareSchema(declared, live.columns, live.indexes);
 }
