@@ -10,7 +10,7 @@ import { Escalator } from '../src/escalate/escalator.js';
 import { WebhookNotifier } from '../src/escalate/notifier.js';
 import type { ProbeResult } from '../src/probe/result.js';
 import { FatalError, Recorder, type DbOutcome } from '../src/recorder/recorder.js';
-import { CURRENT_FILE, Spool } from '../src/recorder/spool.js';
+import { CURRENT_FILE, Spool, type ReplayOutcome } from '../src/recorder/spool.js';
 import type { TestDatabase } from './support/db.js';
 import { captureLog } from './support/log.js';
 import { migratedDatabase } from './support/qbo.js';
@@ -111,6 +111,33 @@ describe('the recorder', () => {
     expect((await rows()).map((r) => r.probe_id)).toEqual([first, ...held, last].map((r) => r.probeId));
     expect(spool.pending).toBe(0);
     expect(outcomes.at(-1)).toEqual({ ok: true });
+  });
+
+  it('reports what each replay took out of the spool (qbhealth_spool_replayed_total), and nothing for a replay that failed', async () => {
+    await db.query('TRUNCATE quickbooks_connection_health');
+    const capture = captureLog('debug');
+    const spool = new Spool(spoolDir(), capture.log);
+    await spool.open();
+    const replays: ReplayOutcome[] = [];
+    const recorder = new Recorder(pool, spool, capture.log, () => undefined, (o) => replays.push(o));
+    expect(await recorder.record(result(0))).toBe('database');
+    expect(replays).toEqual([]);
+
+    await db.query('ALTER TABLE quickbooks_connection_health RENAME TO quickbooks_connection_health_away');
+    expect(await Promise.all([result(1), result(2), result(3)].map((r) => recorder.record(r)))).toEqual(['spool', 'spool', 'spool']);
+    // The table is still away: the replay before this write fails, and counts nothing.
+    expect(await recorder.record(result(4))).toBe('spool');
+    expect(await recorder.replaySpool()).toBe(false);
+    expect(replays).toEqual([]);
+
+    await db.query('ALTER TABLE quickbooks_connection_health_away RENAME TO quickbooks_connection_health');
+    expect(await recorder.record(result(5))).toBe('database');
+    expect(replays).toEqual([{ replayed: 4, inserted: 4, skipped: 0 }]);
+    expect((await rows()).length).toBe(6);
+    // Nothing left: no further replay, no further count.
+    expect(await recorder.replaySpool()).toBe(true);
+    expect(await recorder.record(result(6))).toBe('database');
+    expect(replays).toHaveLength(1);
   });
 
   it('fails with a FatalError (exit 75) when neither the database nor the spool can take a result', async () => {

@@ -2,16 +2,26 @@
  * Prometheus metrics (prom-client). Probe metrics carry blackbox-exporter names
  * (`probe_success`, `probe_duration_seconds`, `probe_http_status_code`) so existing dashboards
  * and alert rules apply; the monitor's own use a `qbhealth_` prefix. Gauges of state (spool,
- * alerts, database) are read from memory when scraped.
+ * alerts, database) are read from memory when scraped. The exposition passes Prometheus' own
+ * linter (`promtool check metrics`): base units (seconds), `_total` on counters only, help on all.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ProbeResult } from '../probe/result.js';
 import type { HealthState } from '../daemon/state.js';
+import { ErrorCode } from '../quickbooks/outcome.js';
+
+/**
+ * prom-client's defaults include three gauges named like counters, which promtool flags. Each is
+ * the sum of a gauge that stays (`nodejs_active_handles`, `nodejs_active_requests`,
+ * `nodejs_active_resources`, by `type`): `sum(nodejs_active_handles)` is the same number.
+ */
+const MISNAMED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
 export class Metrics {
   readonly registry = new Registry();
   private readonly success: Gauge<'realm_id'>;
   private readonly duration: Gauge<'realm_id'>;
+  private readonly companyInfoDuration: Histogram;
   private readonly httpStatus: Gauge<'realm_id'>;
   private readonly probes: Counter<'realm_id' | 'status'>;
   private readonly failures: Counter<'realm_id' | 'error_code'>;
@@ -23,19 +33,31 @@ export class Metrics {
   constructor(state: HealthState) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
+    for (const name of MISNAMED_DEFAULTS) this.registry.removeSingleMetric(name);
     this.success = new Gauge({ name: 'probe_success', help: 'Whether the last probe of the realm succeeded (1) or not (0)', labelNames: ['realm_id'], registers });
-    this.duration = new Gauge({ name: 'probe_duration_seconds', help: 'Duration of the last probe of the realm', labelNames: ['realm_id'], registers });
+    this.duration = new Gauge({
+      name: 'probe_duration_seconds',
+      help: 'Duration of the last probe of the realm in seconds, the whole probe: token refresh (when one was needed) and CompanyInfo',
+      labelNames: ['realm_id'],
+      registers,
+    });
+    this.companyInfoDuration = new Histogram({
+      name: 'qbhealth_companyinfo_duration_seconds',
+      help: 'Duration of the CompanyInfo API call alone in seconds (no token refresh), across realms; the latency_ms of the history rows',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
     this.httpStatus = new Gauge({ name: 'probe_http_status_code', help: 'HTTP status of the last CompanyInfo answer (0: none)', labelNames: ['realm_id'], registers });
     this.probes = new Counter({ name: 'qbhealth_probes_total', help: 'Probes run, by result status', labelNames: ['realm_id', 'status'], registers });
     this.failures = new Counter({ name: 'qbhealth_probe_failures_total', help: 'Failed probes by error_code', labelNames: ['realm_id', 'error_code'], registers });
     this.refreshLeft = new Gauge({
       name: 'qbhealth_refresh_token_expiry_seconds',
-      help: 'Seconds until the refresh token expires (the earlier of the rolling and the 5-year hard expiry)',
+      help: 'Seconds until the refresh token expires (the earlier of the rolling and the 5-year hard expiry); no series for a realm whose refresh token was refused (revoked: reconnect it)',
       labelNames: ['realm_id'],
       registers,
     });
     this.spooled = new Counter({ name: 'qbhealth_spool_appended_total', help: 'Results written to the spool because PostgreSQL could not take them', registers });
-    this.replayed = new Counter({ name: 'qbhealth_spool_replayed_total', help: 'Spooled results replayed into PostgreSQL', registers });
+    this.replayed = new Counter({ name: 'qbhealth_spool_replayed_total', help: 'Spooled results replayed into PostgreSQL (read back from the spool and in the table; torn lines skipped are not counted)', registers });
     this.ticks = new Counter({ name: 'qbhealth_scheduler_ticks_total', help: 'Scheduler ticks by outcome', labelNames: ['outcome'], registers });
     new Gauge({
       name: 'qbhealth_spool_pending',
@@ -65,7 +87,7 @@ export class Metrics {
     });
     new Gauge({
       name: 'qbhealth_scheduler_last_tick_timestamp_seconds',
-      help: 'When the scheduler last started a probe cycle',
+      help: 'When the scheduler last started a probe cycle, in seconds since the Unix epoch (0: not yet)',
       registers,
       collect() {
         this.set(state.lastTickAt ? state.lastTickAt.getTime() / 1000 : 0);
@@ -83,11 +105,15 @@ export class Metrics {
     seen.statuses.add(r.status);
     if (!r.connected) seen.codes.add(r.errorCode);
     this.success.set(realm, r.connected ? 1 : 0);
-    this.duration.set(realm, r.latencyMs / 1000);
+    this.duration.set(realm, (r.durationMs ?? r.latencyMs) / 1000);
+    if (r.companyInfoMs !== undefined) this.companyInfoDuration.observe(r.companyInfoMs / 1000);
     this.httpStatus.set(realm, r.httpStatus ?? 0);
     this.probes.inc({ ...realm, status: r.status });
     if (!r.connected) this.failures.inc({ ...realm, error_code: r.errorCode });
-    if (r.refreshTokenExpiresAt) this.refreshLeft.set(realm, Math.round((r.refreshTokenExpiresAt.getTime() - Date.now()) / 1000));
+    // A refused refresh token (revoked, or rotated and lost) has no lifetime left to count down,
+    // whatever its stored expiry says: the realm must be reconnected.
+    if (r.errorCode === ErrorCode.authInvalidGrant) this.refreshLeft.remove(realm);
+    else if (r.refreshTokenExpiresAt) this.refreshLeft.set(realm, Math.round((r.refreshTokenExpiresAt.getTime() - Date.now()) / 1000));
   }
 
   /** A realm no longer probed (disconnected, removed) leaves every per-realm series. */

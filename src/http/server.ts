@@ -13,6 +13,7 @@ import { isIPv4, type AddressInfo } from 'node:net';
 import { LogEvent, type Logger } from '../log.js';
 import type { HealthState } from '../daemon/state.js';
 import type { ProbeResult } from '../probe/result.js';
+import { ErrorCode } from '../quickbooks/outcome.js';
 import type { Metrics } from './metrics.js';
 import { parseSince, type StatusSource } from '../db/status.js';
 
@@ -29,6 +30,9 @@ interface Check {
 }
 
 const DAY_MS = 86_400_000;
+
+/** The media type of draft-inadarei-api-health-check, for `/health`, `/health/ready` and `/health/live` alike. */
+const HEALTH_JSON = 'application/health+json';
 
 export interface HealthServerOptions {
   readonly healthToken: string | undefined;
@@ -80,7 +84,8 @@ const worst = (statuses: Iterable<Status>): Status => {
 
 interface RealmFragment {
   readonly probeId: string;
-  readonly day: number;
+  /** Whole days of refresh-token lifetime left when the fragment was made (the refresh entry shows it). */
+  readonly daysLeft: number | undefined;
   readonly connectionStatus: Status;
   readonly connection: string;
   readonly refreshStatus: Status | undefined;
@@ -88,10 +93,73 @@ interface RealmFragment {
 }
 
 /**
- * The application/health+json document. Each realm's two entries are serialized once per probe
- * result (and again when the day changes, for the days left) and kept, so with a thousand realms
- * a rebuild is a string join rather than thousands of objects through JSON.stringify, and it
- * never blocks the event loop for long while probes run.
+ * draft-inadarei-api-health-check `componentType`: QuickBooks is an external system, PostgreSQL a
+ * datastore, the monitor's own parts components.
+ */
+const ComponentType = { system: 'system', datastore: 'datastore', component: 'component' } as const;
+
+const plural = (n: number, one: string, many = `${one}s`): string => `${n} ${n === 1 ? one : many}`;
+
+/** Why a realm's connection entry is not `pass`: the probe's own (scrubbed) error, or the token's nearing expiry. */
+function connectionOutput(r: ProbeResult, now: number): string | undefined {
+  if (r.status === 'pass') return undefined;
+  if (r.error) return r.error;
+  if (r.refreshTokenExpiresAt) {
+    const days = Math.floor((r.refreshTokenExpiresAt.getTime() - now) / DAY_MS);
+    return `the refresh token expires in ${plural(Math.max(0, days), 'day')} (${r.refreshTokenExpiresAt.toISOString()}): reconnect with \`qbhealth connect --realm-id ${r.realmId}\` before then`;
+  }
+  return `the probe ended ${r.status} (${r.errorCode})`;
+}
+
+/**
+ * The realm's `quickbooks:refreshTokenExpiry` entry. `time` is when the probe read the expiry (the
+ * days are counted from now). A refresh token Intuit refused (invalid_grant: revoked, or rotated
+ * and lost; the realm is reconnect_required) has no lifetime left whatever its stored expiry says:
+ * the entry fails with no value and says so, rather than counting down days of a dead token.
+ */
+function refreshCheck(r: ProbeResult, daysLeft: number | undefined, warnDays: number): Check | undefined {
+  if (r.errorCode === ErrorCode.authInvalidGrant) {
+    return {
+      componentId: r.realmId,
+      componentType: ComponentType.system,
+      status: 'fail',
+      time: r.checkedAt.toISOString(),
+      output: `revoked: reconnect with \`qbhealth connect --realm-id ${r.realmId}\` (Intuit refused the refresh token; it has no lifetime left)`,
+    };
+  }
+  if (!r.refreshTokenExpiresAt || daysLeft === undefined) return undefined;
+  const expires = r.refreshTokenExpiresAt.toISOString();
+  const status: Status = daysLeft <= 0 ? 'fail' : daysLeft < warnDays ? 'warn' : 'pass';
+  return {
+    componentId: r.realmId,
+    componentType: ComponentType.system,
+    observedValue: daysLeft,
+    observedUnit: 'd',
+    status,
+    time: r.checkedAt.toISOString(),
+    ...(status === 'fail'
+      ? { output: `the refresh token expired (${expires}): reconnect with \`qbhealth connect --realm-id ${r.realmId}\`` }
+      : status === 'warn'
+        ? { output: `the refresh token expires in ${plural(daysLeft, 'day')} (${expires}), within REFRESH_TOKEN_WARN_DAYS (${warnDays}): reconnect with \`qbhealth connect --realm-id ${r.realmId}\` before then` }
+        : {}),
+  };
+}
+
+/** The document's top-level `output` for a non-pass: which checks are not passing, and how many entries each. */
+function summarize(notPassing: ReadonlyMap<string, { fail: number; warn: number }>): string {
+  return [...notPassing]
+    .map(([key, n]) => `${key} ${[n.fail > 0 ? `${n.fail} fail` : '', n.warn > 0 ? `${n.warn} warn` : ''].filter(Boolean).join(', ')}`)
+    .join('; ');
+}
+
+/**
+ * The application/health+json document, as draft-inadarei-api-health-check clients read it:
+ * every check has a `componentType` (`system`, `datastore` or `component`), an `observedUnit`
+ * beside every `observedValue`, `time` when the value was observed (never in the future), and an
+ * `output` on every entry that is not `pass`. Each realm's two entries are serialized once per
+ * probe result (and again when its whole days left change) and kept, so with a thousand realms a
+ * rebuild is a string join rather than thousands of objects through JSON.stringify, and it never
+ * blocks the event loop for long while probes run.
  */
 export class HealthDocument {
   private readonly fragments = new Map<string, RealmFragment>();
@@ -99,31 +167,24 @@ export class HealthDocument {
   constructor(private readonly opts: Pick<HealthServerOptions, 'refreshTokenWarnDays' | 'version'>) {}
 
   private fragment(r: ProbeResult, now: number): RealmFragment {
-    const day = Math.floor(now / DAY_MS);
+    const daysLeft = r.refreshTokenExpiresAt ? Math.floor((r.refreshTokenExpiresAt.getTime() - now) / DAY_MS) : undefined;
     const known = this.fragments.get(r.realmId);
-    if (known && known.probeId === r.probeId && known.day === day) return known;
+    if (known && known.probeId === r.probeId && known.daysLeft === daysLeft) return known;
+    const output = connectionOutput(r, now);
     const connection: Check = {
       componentId: r.realmId,
-      componentType: 'quickbooks-company',
+      componentType: ComponentType.system,
+      // The error_code vocabulary (README), as in the history's `error_code` column.
       observedValue: r.errorCode,
+      observedUnit: 'error_code',
       status: r.status,
       time: r.checkedAt.toISOString(),
-      ...(r.error ? { output: r.error } : {}),
+      ...(output ? { output } : {}),
     };
-    let refresh: Check | undefined;
-    if (r.refreshTokenExpiresAt) {
-      const days = (r.refreshTokenExpiresAt.getTime() - now) / DAY_MS;
-      refresh = {
-        componentId: r.realmId,
-        observedValue: Math.floor(days),
-        observedUnit: 'd',
-        status: days <= 0 ? 'fail' : days < this.opts.refreshTokenWarnDays ? 'warn' : 'pass',
-        time: r.refreshTokenExpiresAt.toISOString(),
-      };
-    }
+    const refresh = refreshCheck(r, daysLeft, this.opts.refreshTokenWarnDays);
     const made = {
       probeId: r.probeId,
-      day,
+      daysLeft,
       connectionStatus: r.status,
       connection: JSON.stringify(connection),
       refreshStatus: refresh?.status,
@@ -136,48 +197,85 @@ export class HealthDocument {
   render(state: HealthState, now = Date.now()): { status: Status; json: string } {
     for (const id of this.fragments.keys()) if (!state.realms.has(id)) this.fragments.delete(id);
     const statuses: Status[] = [];
+    const notPassing = new Map<string, { fail: number; warn: number }>();
+    const note = (key: string, status: Status): void => {
+      statuses.push(status);
+      if (status === 'pass') return;
+      let counts = notPassing.get(key);
+      if (!counts) notPassing.set(key, (counts = { fail: 0, warn: 0 }));
+      counts[status]++;
+    };
     const connection: string[] = [];
     const refresh: string[] = [];
     for (const realm of state.realms.values()) {
       const f = this.fragment(realm.last, now);
-      statuses.push(f.connectionStatus);
+      note('quickbooks:connection', f.connectionStatus);
       connection.push(f.connection);
       if (f.refresh !== undefined && f.refreshStatus !== undefined) {
-        statuses.push(f.refreshStatus);
+        note('quickbooks:refreshTokenExpiry', f.refreshStatus);
         refresh.push(f.refresh);
       }
     }
+    const at = new Date(now).toISOString();
     const live = state.live(now);
-    const openAlerts = state.openAlerts().length;
+    const alerts = state.openAlerts();
+    const shownAlerts = alerts.slice(0, 10).map((a) => `${a.kind}${a.realmId ? ` (realm ${a.realmId})` : ''} ${a.severity}`);
+    const dbStatus: Status = state.db.reachable ? 'pass' : 'fail';
     const system: Record<string, Check[]> = {
       'postgres:connection': [
         {
-          componentType: 'datastore',
-          status: state.db.reachable ? 'pass' : 'fail',
+          componentType: ComponentType.datastore,
+          status: dbStatus,
           ...(state.db.checkedAt ? { time: state.db.checkedAt.toISOString() } : {}),
-          ...(state.db.error ? { output: state.db.error } : {}),
+          ...(dbStatus === 'fail' ? { output: state.db.error ?? (state.db.checkedAt ? 'PostgreSQL unreachable' : 'PostgreSQL not reached yet') } : {}),
         },
       ],
-      'postgres:schema': [{ componentType: 'datastore', status: state.schema.verified ? 'pass' : 'fail', ...(state.schema.error ? { output: state.schema.error } : {}) }],
-      'spool:pending': [{ observedValue: state.spoolPending, observedUnit: 'results', status: state.spoolPending > 0 ? 'warn' : 'pass' }],
+      'postgres:schema': [
+        {
+          componentType: ComponentType.datastore,
+          status: state.schema.verified ? 'pass' : 'fail',
+          ...(state.schema.verified ? {} : { output: state.schema.error ?? 'the schema is not verified yet' }),
+        },
+      ],
+      'spool:pending': [
+        {
+          componentType: ComponentType.component,
+          observedValue: state.spoolPending,
+          observedUnit: 'results',
+          status: state.spoolPending > 0 ? 'warn' : 'pass',
+          time: at,
+          ...(state.spoolPending > 0 ? { output: `${plural(state.spoolPending, 'probe result')} wait in the spool until PostgreSQL takes them` } : {}),
+        },
+      ],
       'scheduler:lastTick': [
         {
+          componentType: ComponentType.component,
           status: live.ok ? 'pass' : 'fail',
           ...(state.lastTickAt ? { time: state.lastTickAt.toISOString() } : {}),
-          ...(live.reason ? { output: live.reason } : {}),
+          ...(live.ok ? {} : { output: live.reason ?? 'not live' }),
         },
       ],
-      'alerts:open': [{ observedValue: openAlerts, status: openAlerts > 0 ? 'warn' : 'pass' }],
+      'alerts:open': [
+        {
+          componentType: ComponentType.component,
+          observedValue: alerts.length,
+          observedUnit: 'alerts',
+          status: alerts.length > 0 ? 'warn' : 'pass',
+          time: at,
+          ...(alerts.length > 0 ? { output: `${plural(alerts.length, 'open alert')}: ${shownAlerts.join(', ')}${alerts.length > shownAlerts.length ? ', …' : ''}` } : {}),
+        },
+      ],
       'monitor:staleness': [staleness(state, now)],
     };
-    for (const list of Object.values(system)) for (const c of list) statuses.push(c.status);
+    for (const [key, list] of Object.entries(system)) for (const c of list) note(key, c.status);
     const status = state.shuttingDown ? 'fail' : worst(statuses);
+    const output = state.shuttingDown ? 'shutting down' : status === 'pass' ? undefined : summarize(notPassing);
     const head = JSON.stringify({
       status,
       version: this.opts.version,
       serviceId: 'qbo-health-monitor',
       description: 'QuickBooks Online connection health',
-      ...(state.shuttingDown ? { output: 'shutting down' } : {}),
+      ...(output ? { output } : {}),
     });
     const systemJson = JSON.stringify(system).slice(1, -1);
     const json = `${head.slice(0, -1)},"checks":{"quickbooks:connection":[${connection.join(',')}],"quickbooks:refreshTokenExpiry":[${refresh.join(',')}],${systemJson}}}`;
@@ -190,7 +288,7 @@ function staleness(state: HealthState, now: number): Check {
   const stalled = state.stalledRealms(now);
   const shown = stalled.slice(0, 10).map((s) => `${s.realmId} (${Math.round(s.sinceMs / 1000)} s)`);
   return {
-    componentType: 'component',
+    componentType: ComponentType.component,
     observedValue: stalled.length,
     observedUnit: 'realms',
     status: stalled.length > 0 ? 'fail' : 'pass',
@@ -353,18 +451,18 @@ export class HealthServer {
     switch (path) {
       case '/health/live': {
         const live = this.state.live();
-        return send(res, live.ok ? 200 : 503, 'application/json', JSON.stringify(live.ok ? { status: 'pass' } : { status: 'fail', output: live.reason }));
+        return send(res, live.ok ? 200 : 503, HEALTH_JSON, JSON.stringify(live.ok ? { status: 'pass' } : { status: 'fail', output: live.reason }));
       }
       case '/health/ready': {
         const ready = this.state.ready();
-        if (ready.ok) return send(res, 200, 'application/json', JSON.stringify({ status: 'pass' }));
+        if (ready.ok) return send(res, 200, HEALTH_JSON, JSON.stringify({ status: 'pass' }));
         // Only a caller holding HEALTH_TOKEN sees the reason in full (PostgreSQL's error names hosts, users, databases).
         const output = this.token && this.authorized(req) ? ready.reason : readinessSummary(this.state);
-        return send(res, 503, 'application/json', JSON.stringify({ status: 'fail', output }));
+        return send(res, 503, HEALTH_JSON, JSON.stringify({ status: 'fail', output }));
       }
       case '/health': {
         const doc = this.healthBytes();
-        return send(res, doc.status === 'fail' ? 503 : 200, 'application/health+json', this.authorized(req) ? doc.full : doc.brief);
+        return send(res, doc.status === 'fail' ? 503 : 200, HEALTH_JSON, this.authorized(req) ? doc.full : doc.brief);
       }
       case '/status':
         if (!this.authorized(req)) return send(res, 401, 'text/plain; charset=utf-8', 'HEALTH_TOKEN required\n', { 'www-authenticate': 'Bearer' });

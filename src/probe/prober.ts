@@ -126,6 +126,8 @@ export class Prober {
     const expiringSoon =
       refreshTokenExpiresAt !== undefined && refreshTokenExpiresAt.getTime() - this.now().getTime() < this.opts.refreshTokenWarnDays * DAY_MS;
     const code = failure?.code ?? ErrorCode.ok;
+    // The whole probe, token refresh included: what probe_duration_seconds reports.
+    const durationMs = performance.now() - started;
     const result: ProbeResult = {
       probeId: randomUUID(),
       realmId,
@@ -135,7 +137,9 @@ export class Prober {
       errorCode: code,
       error: failure ? this.secrets.scrub(failure.message) : undefined,
       httpStatus: failure?.httpStatus ?? info?.httpStatus,
-      latencyMs: Math.round(apiMs ?? performance.now() - started),
+      latencyMs: Math.round(apiMs ?? durationMs),
+      durationMs: Math.round(durationMs),
+      ...(apiMs === undefined ? {} : { companyInfoMs: Math.round(apiMs) }),
       intuitTid: failure?.intuitTid ?? info?.intuitTid,
       refreshTokenExpiresAt,
       companyName: info?.companyName ?? tokens?.companyName,
@@ -152,13 +156,14 @@ export class Prober {
           httpStatus: result.httpStatus,
           intuitTid: result.intuitTid,
           latencyMs: result.latencyMs,
+          durationMs: result.durationMs,
           err: failure.err,
         },
         `probe failed: ${result.error}`,
       );
     } else {
       this.log.info(
-        { event: LogEvent.probeSucceeded, probeId: result.probeId, realmId, status: result.status, latencyMs: result.latencyMs, intuitTid: result.intuitTid, refreshTokenExpiresAt },
+        { event: LogEvent.probeSucceeded, probeId: result.probeId, realmId, status: result.status, latencyMs: result.latencyMs, durationMs: result.durationMs, intuitTid: result.intuitTid, refreshTokenExpiresAt },
         'probe succeeded',
       );
     }

@@ -11,7 +11,19 @@ export interface ProbeResult {
   readonly errorCode: ErrorCode;
   readonly error: string | undefined;
   readonly httpStatus: number | undefined;
+  /**
+   * The row's `latency_ms`: the CompanyInfo call (the retried one after a 401), or the whole probe
+   * when it ended before any call was made.
+   */
   readonly latencyMs: number;
+  /**
+   * The whole probe, token refresh and CompanyInfo included (`probe_duration_seconds`). Not a
+   * column. Set by the prober on every result; absent only on results made elsewhere (lines an
+   * earlier release left in the spool, fixtures).
+   */
+  readonly durationMs?: number;
+  /** The CompanyInfo call alone (`qbhealth_companyinfo_duration_seconds`); absent when the probe ended before one. Not a column. */
+  readonly companyInfoMs?: number;
   readonly intuitTid: string | undefined;
   /** The earlier of the rolling and the hard refresh-token expiry. */
   readonly refreshTokenExpiresAt: Date | undefined;

@@ -10,7 +10,7 @@ import { isDatabaseUnavailable, isSchemaGap, sqlState, type Pool } from '../db/p
 import { coerceError, ExitCode, OperatorError } from '../errors.js';
 import { LogEvent, type Logger } from '../log.js';
 import type { ProbeResult } from '../probe/result.js';
-import type { Spool } from './spool.js';
+import type { ReplayOutcome, Spool } from './spool.js';
 
 /** What a database write told us, for escalation and readiness. */
 export type DbOutcome =
@@ -61,6 +61,8 @@ export class Recorder {
     private readonly spool: Spool,
     private readonly log: Logger,
     private readonly onOutcome: (outcome: DbOutcome) => void,
+    /** Told what each completed replay took out of the spool (`qbhealth_spool_replayed_total`). */
+    private readonly onReplayed: (outcome: ReplayOutcome) => void = () => undefined,
   ) {}
 
   /** Resolves once the result is in the database or fsynced in the spool. */
@@ -82,7 +84,8 @@ export class Recorder {
   async replaySpool(): Promise<boolean> {
     if (this.spool.pending === 0) return true;
     try {
-      await this.spool.replay((batch) => insertProbeResults(this.pool, batch));
+      const outcome = await this.spool.replay((batch) => insertProbeResults(this.pool, batch));
+      this.onReplayed(outcome);
       return true;
     } catch (err) {
       const failure = describeDbFailure(err);
