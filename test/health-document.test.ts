@@ -180,6 +180,17 @@ describe('/health as draft-inadarei-api-health-check clients read it', () => {
     expect(entry).not.toHaveProperty('output');
   });
 
+  it('a refresh token with less than a day left warns (0 d); one past its expiry fails', () => {
+    const state = new HealthState();
+    const doc = new HealthDocument({ refreshTokenWarnDays: 14, version: '9.9.9' });
+    const entry = (expiresAt: number) => {
+      state.observe({ ...result('1', `p${expiresAt}`, 'pass', 0), refreshTokenExpiresAt: new Date(expiresAt) });
+      return (JSON.parse(doc.render(state, now).json) as Doc).checks['quickbooks:refreshTokenExpiry']?.[0];
+    };
+    expect(entry(now + 3_600_000)).toMatchObject({ status: 'warn', observedValue: 0, output: expect.stringContaining('expires in 0 days') });
+    expect(entry(now - 1000)).toMatchObject({ status: 'fail', observedValue: -1, output: expect.stringContaining('expired') });
+  });
+
   it('a revoked refresh token (auth_invalid_grant, reconnect_required) is not "100 d pass": it fails with no value and says to reconnect', () => {
     const state = new HealthState();
     state.db = { reachable: true, checkedAt: new Date(now), error: undefined };

@@ -129,7 +129,8 @@ function refreshCheck(r: ProbeResult, daysLeft: number | undefined, warnDays: nu
   }
   if (!r.refreshTokenExpiresAt || daysLeft === undefined) return undefined;
   const expires = r.refreshTokenExpiresAt.toISOString();
-  const status: Status = daysLeft <= 0 ? 'fail' : daysLeft < warnDays ? 'warn' : 'pass';
+  // Whole days, rounded down: 0 is "less than a day left", and below 0 it has expired.
+  const status: Status = daysLeft < 0 ? 'fail' : daysLeft < warnDays ? 'warn' : 'pass';
   return {
     componentId: r.realmId,
     componentType: ComponentType.system,
