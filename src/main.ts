@@ -76,18 +76,23 @@ async function main(): Promise<void> {
   const config = parsed.config;
   const log = createLogger({ level: config.logLevel, secrets, destination: stdout });
 
+  // Set once started: an exit that cannot finish the shutdown still names the tokens it loses.
+  let running: Daemon | undefined;
   process.on('uncaughtException', (err) => {
     log.fatal({ event: LogEvent.daemonFatal, err }, `uncaught exception: ${err.message}`);
+    running?.reportTokensAtRisk('uncaught exception');
     void exit(log, 1);
   });
   process.on('unhandledRejection', (reason) => {
     log.fatal({ event: LogEvent.daemonFatal, err: coerceError(reason) }, 'unhandled promise rejection');
+    running?.reportTokensAtRisk('unhandled promise rejection');
     void exit(log, 1);
   });
 
   let daemon: Daemon;
   try {
     daemon = await Daemon.start(config, log, secrets, version);
+    running = daemon;
   } catch (err) {
     const failure = err instanceof OperatorError ? err : undefined;
     // One line per start failure; a schema mismatch is the one `schema.invalid` of this detection.
@@ -107,6 +112,7 @@ async function main(): Promise<void> {
   const onSignal = (signal: NodeJS.Signals): void => {
     if (stopping) {
       log.warn({ event: LogEvent.daemonStopForced, signal }, `second ${signal}: exiting now without finishing the shutdown`);
+      daemon.reportTokensAtRisk(`second ${signal}`);
       void exit(log, 1);
       return;
     }

@@ -52,30 +52,41 @@ describe('/health document', () => {
     expect(JSON.parse(doc.render(state, now).json)).toMatchObject({ status: 'fail', output: 'shutting down' });
   });
 
-  it('fails with monitor:staleness for a due realm without a result for 2 periods, or without a new one for 3', () => {
+  it('fails with monitor:staleness for a due realm without a result in 2 ticks, or without a new one in 3, counted in ticks', () => {
     const state = new HealthState();
     state.db = { reachable: true, checkedAt: new Date(now), error: undefined };
     state.schema = { verified: true, error: undefined };
-    state.periodMs = 60_000;
     state.probeTimeoutMs = 10_000;
     state.expectRealms(['7'], new Date(now));
     const doc = new HealthDocument({ refreshTokenWarnDays: 14, version: '9.9.9' });
-    const staleness = (at: number) => {
-      state.lastTickAt = new Date(at);
-      return (JSON.parse(doc.render(state, at).json) as { checks: Record<string, Array<Record<string, unknown>>> }).checks['monitor:staleness']?.[0];
-    };
-    // Due, no result yet: fine for 2 periods plus one probe deadline, then a failure naming it.
-    expect(staleness(now + 120_000 + 10_000)).toMatchObject({ status: 'pass', observedValue: 0 });
-    expect(staleness(now + 120_000 + 10_001)).toMatchObject({ status: 'fail', observedValue: 1, output: expect.stringContaining('7 (130 s)') });
-    expect(state.stalledRealms(now + 130_001).map((s) => s.realmId)).toEqual(['7']);
-    // A result ends it; none for 3 periods (plus a deadline) after it starts it again.
-    state.observe(result('7', 'x', 'pass', 100));
-    const seen = state.realms.get('7')?.observedAt.getTime() as number;
-    expect(state.stalledRealms(seen + 190_000)).toEqual([]);
-    expect(state.stalledRealms(seen + 190_001).map((s) => s.realmId)).toEqual(['7']);
+    const tick = (at: number) => state.noteTick(new Date(at), new Date(at + 60_000));
+    const staleness = (at: number) => (JSON.parse(doc.render(state, at).json) as { checks: Record<string, Array<Record<string, unknown>>> }).checks['monitor:staleness']?.[0];
+    // Due, no result: a tick counts once its probes had their deadline; two such ticks fail it.
+    tick(now + 60_000);
+    tick(now + 120_000);
+    expect(staleness(now + 130_000)).toMatchObject({ status: 'pass', observedValue: 0 });
+    expect(staleness(now + 130_001)).toMatchObject({ status: 'fail', observedValue: 1, output: expect.stringContaining('7 (130 s)') });
+    // A result ends it; three settled ticks after it without another start it again.
+    state.observe({ ...result('7', 'x', 'pass', 100), checkedAt: new Date(now + 125_000) });
+    expect(state.stalledRealms(now + 500_000)).toEqual([]);
+    tick(now + 180_000);
+    tick(now + 240_000);
+    expect(state.stalledRealms(now + 500_000)).toEqual([]);
+    tick(now + 300_000);
+    expect(state.stalledRealms(now + 310_000)).toEqual([]);
+    expect(state.stalledRealms(now + 310_001).map((s) => s.realmId)).toEqual(['7']);
+    // A quiet schedule (no tick due for hours) raises nothing, however long it is.
+    const quiet = new HealthState();
+    quiet.expectRealms(['8'], new Date(now));
+    quiet.observe({ ...result('8', 'y', 'pass', 100), checkedAt: new Date(now + 1000) });
+    quiet.noteTick(new Date(now), new Date(now + 16 * 3_600_000));
+    expect(quiet.stalledRealms(now + 15 * 3_600_000)).toEqual([]);
+    expect(quiet.live(now + 15 * 3_600_000).ok).toBe(true);
+    // …but a due tick that does not come fails liveness.
+    expect(quiet.live(now + 16 * 3_600_000 + 60_001)).toMatchObject({ ok: false, reason: expect.stringContaining('has not come') });
     // A realm no longer listed is no longer due.
     state.retainRealms(new Set());
-    expect(state.stalledRealms(seen + 500_000)).toEqual([]);
+    expect(state.stalledRealms(now + 900_000)).toEqual([]);
   });
 });
 
@@ -142,11 +153,11 @@ describe('/health as draft-inadarei-api-health-check clients read it', () => {
     const troubled = new HealthState();
     troubled.db = { reachable: false, checkedAt: new Date(now - 2000), error: undefined };
     troubled.schema = { verified: false, error: undefined };
-    troubled.lastTickAt = new Date(now - 3_600_000);
-    troubled.maxTickGapMs = 60_000;
+    // Two ticks since realm 7 became due, then none: the scheduler has stopped.
+    troubled.noteTick(new Date(now - 500_000), new Date(now - 440_000));
+    troubled.noteTick(new Date(now - 440_000), new Date(now - 380_000));
     troubled.spoolPending = 4;
     troubled.openAlerts = () => [alert('2', 'quickbooks_api'), alert('', 'database')];
-    troubled.periodMs = 1000;
     troubled.probeTimeoutMs = 1000;
     // Realm 7 is due and has no result: stalled.
     troubled.expectRealms(['1', '2', '3', '4', '5', '6', '7'], new Date(now - 600_000));

@@ -63,15 +63,28 @@ describe('escalation of probe results', () => {
     expect(capture.byEvent('alert.resolved')).toEqual([expect.objectContaining({ kind: 'quickbooks_api', realmId: '12' })]);
   });
 
-  it('database_unavailable counts towards no realm alert (the database alert carries it) and resolves none', () => {
+  it("database_unavailable that reaches the realm (a lock or statement timeout) counts towards the realm's database alert, never its API alert", () => {
     const { e, capture } = escalator();
     escalateProbeResult(e, result('13', 'server_error', 'Intuit HTTP 500'), 14);
-    for (let i = 0; i < 5; i++) escalateProbeResult(e, result('13', 'database_unavailable', 'PostgreSQL could not serve this realm\'s tokens'), 14);
-    expect(capture.byEvent('alert.raised')).toEqual([]);
+    for (let i = 0; i < 3; i++) escalateProbeResult(e, result('13', 'database_unavailable', "PostgreSQL could not serve this realm's tokens: canceling statement due to lock timeout"), 14);
+    expect(capture.byEvent('alert.raised')).toEqual([expect.objectContaining({ kind: 'database', realmId: '13', severity: 'critical', consecutiveFailures: 3, summary: expect.stringContaining('pg_locks') })]);
     // The server_error count was neither reset nor advanced: two more reach the threshold.
     escalateProbeResult(e, result('13', 'server_error', 'Intuit HTTP 500'), 14);
+    expect(capture.byEvent('alert.resolved')).toEqual([expect.objectContaining({ kind: 'database', realmId: '13' })]);
     escalateProbeResult(e, result('13', 'server_error', 'Intuit HTTP 500'), 14);
-    expect(capture.byEvent('alert.raised')).toEqual([expect.objectContaining({ consecutiveFailures: 3 })]);
+    expect(capture.byEvent('alert.raised').at(-1)).toMatchObject({ kind: 'quickbooks_api', consecutiveFailures: 3 });
+  });
+
+  it('throttled probes raise a warning of their own and neither count towards nor resolve an API alert', () => {
+    const { e, capture } = escalator();
+    for (let i = 0; i < 3; i++) escalateProbeResult(e, result('16', 'server_error', 'Intuit HTTP 500'), 14);
+    expect(capture.byEvent('alert.raised')).toEqual([expect.objectContaining({ kind: 'quickbooks_api' })]);
+    for (let i = 0; i < 3; i++) escalateProbeResult(e, { ...result('16', 'throttled', 'Intuit HTTP 429'), status: 'warn' }, 14);
+    expect(capture.byEvent('alert.raised').at(-1)).toMatchObject({ kind: 'quickbooks_throttled', severity: 'warning', summary: expect.stringContaining('Intuit is throttling realm 16') });
+    expect(capture.byEvent('alert.resolved')).toEqual([]);
+    expect(e.openAlerts().map((a) => a.kind).sort()).toEqual(['quickbooks_api', 'quickbooks_throttled']);
+    escalateProbeResult(e, result('16', 'ok'), 14);
+    expect(capture.byEvent('alert.resolved').map((l) => l.kind).sort()).toEqual(['quickbooks_api', 'quickbooks_throttled']);
   });
 
   it('a realm no longer monitored resolves its open alerts with the reason, and only its own', () => {

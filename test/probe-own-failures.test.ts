@@ -186,6 +186,26 @@ describe("the monitor's own failures are results", () => {
     expect(m.capture.byEvent('token.refreshed').some((l) => l.late === true)).toBe(true);
   });
 
+  it('a kept pair does not revive a realm disconnected meanwhile', async () => {
+    const m = spawnMonitor();
+    const realmId = await importedRealm(m);
+    await expireStored(realmId);
+    await db.query(`CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'commit refused for the test'; END $$`);
+    await db.query(`CREATE CONSTRAINT TRIGGER refuse_commit AFTER UPDATE ON quickbooks_oauth_tokens DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_commit()`);
+    try {
+      expect((await m.prober.probe(realmId)).result.errorCode).toBe('database_unavailable');
+    } finally {
+      await db.query('DROP TRIGGER refuse_commit ON quickbooks_oauth_tokens');
+      await db.query('DROP FUNCTION refuse_commit()');
+    }
+    expect(m.store.unsavedRealms()).toEqual([realmId]);
+    await m.store.setStatus(realmId, 'disconnected', 'qbhealth disconnect');
+    await m.store.storeUnsaved();
+    expect((await db.query('SELECT status FROM quickbooks_oauth_tokens WHERE realm_id = $1', [realmId])).rows[0]).toEqual({ status: 'disconnected' });
+    expect(m.store.unsavedRealms()).toEqual([]);
+    expect(m.capture.byEvent('token.unsaved').at(-1)).toMatchObject({ realmId, outcome: 'disconnected' });
+  });
+
   it('a disconnected realm is never refreshed, by a probe or by the refresh path', async () => {
     const m = spawnMonitor();
     const realmId = await importedRealm(m);

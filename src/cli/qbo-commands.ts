@@ -94,18 +94,23 @@ export const importTokensCommand: Command = {
  */
 async function storeImportedPair(store: TokenStore, realmId: string, first: unknown): Promise<TokenSet> {
   const pair = store.unsavedPair(realmId);
+  await storeKeptPairs(store, [realmId], first);
+  if (!pair) throw coerceError(first);
+  return pair;
+}
+
+/** Retries storing rotated pairs only this process holds; gives up (75) naming what is lost. */
+async function storeKeptPairs(store: TokenStore, realms: readonly string[], first?: unknown): Promise<void> {
   try {
-    await pRetry(() => store.storeUnsaved(realmId), { retries: 5, minTimeout: 500, maxTimeout: 8000 });
+    await pRetry(() => store.storeUnsaved(), { retries: 5, minTimeout: 500, maxTimeout: 8000 });
   } catch (err) {
     throw new OperatorError(
-      `Intuit rotated the imported refresh token, but PostgreSQL did not store the new pair (${coerceError(first).message}; then ${coerceError(err).message}). ` +
-        `The imported token is now spent: reconnect realm ${realmId} with \`qbhealth connect\` once PostgreSQL is back`,
+      `Intuit rotated the refresh token of realm(s) ${realms.join(', ')}, but PostgreSQL did not store the new pair (${first ? `${coerceError(first).message}; then ` : ''}${coerceError(err).message}). ` +
+        `The stored token is now spent: reconnect with \`qbhealth connect\` once PostgreSQL is back`,
       ExitCode.temporaryFailure,
       { cause: err },
     );
   }
-  if (!pair) throw coerceError(first);
-  return pair;
 }
 
 function formatResult(r: ProbeResult): string {
@@ -170,6 +175,11 @@ export const probeCommand: Command = {
         });
         results.sort((a, b) => a.realmId.localeCompare(b.realmId));
         for (const r of results) writeLine(io.stdout, io.secrets, formatResult(r));
+        // A refresh that outlived its probe is awaited, and a pair PostgreSQL did not take is
+        // retried, before the command ends: exiting would lose the only live token.
+        await store.settle();
+        const kept = store.unsavedRealms();
+        if (kept.length > 0) await storeKeptPairs(store, kept);
         if (ours) throw ours;
         return results.every((r) => r.connected) ? ExitCode.ok : ExitCode.probeFailing;
       } catch (err) {

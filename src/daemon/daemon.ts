@@ -48,6 +48,7 @@ export class Daemon {
   private readonly prober: Prober;
   private readonly server: HealthServer;
   private tasks: ScheduledTask[] = [];
+  private probeTask: ScheduledTask | undefined;
   private timers: NodeJS.Timeout[] = [];
   private knownRealms: string[] = [];
   /** Realms the staleness check has raised `monitor_stalled` for. */
@@ -157,7 +158,7 @@ export class Daemon {
     const probe = cron.schedule(config.probeSchedule, () => this.tick(), { name: 'probe-cycle', noOverlap: true, suppressMissedWarning: true });
     probe.on('execution:overlap', () => {
       // The scheduler is alive; the previous cycle is still running (slow realms, many realms).
-      this.state.lastTickAt = new Date();
+      this.state.noteTick(new Date(), probe.getNextRun() ?? undefined);
       this.metrics.ticks.inc({ outcome: 'overlap' });
       log.warn({ event: LogEvent.schedulerOverlap }, 'a probe cycle is still running at the next tick; this tick is skipped');
     });
@@ -169,8 +170,9 @@ export class Daemon {
     this.tasks = [probe, prune];
     const [a, b] = probe.getNextRuns(2);
     const periodMs = a && b ? b.getTime() - a.getTime() : 60_000;
-    this.state.periodMs = periodMs;
     this.state.probeTimeoutMs = config.probeTimeoutMs;
+    this.state.nextTickDueAt = probe.getNextRun() ?? undefined;
+    this.probeTask = probe;
     this.state.maxTickGapMs = 3 * periodMs + 30_000;
   }
 
@@ -211,7 +213,9 @@ export class Daemon {
     } finally {
       this.dbCheckRunning = false;
     }
-    this.applyDbOutcome();
+    // A running cycle applies its own outcome when it ends: applied here, a success later in that
+    // cycle would reset the count of a failure that repeats every cycle.
+    if (!this.cycle) this.applyDbOutcome();
     await this.escalator.persist();
   }
 
@@ -262,7 +266,7 @@ export class Daemon {
 
   private tick(): Promise<void> {
     if (this.state.shuttingDown) return Promise.resolve();
-    this.state.lastTickAt = new Date();
+    this.state.noteTick(new Date(), this.probeTask?.getNextRun() ?? undefined);
     const cycle = this.runCycle()
       .then(() => this.metrics.ticks.inc({ outcome: 'completed' }))
       .catch((err: unknown) => {
@@ -350,11 +354,14 @@ export class Daemon {
     const realm = r.realmId;
     // A result, whatever it says, ends a stall.
     if (this.stalled.delete(realm)) this.escalator.succeed(realm, 'monitor_stalled');
-    if (r.errorCode === ErrorCode.databaseUnavailable) {
-      // PostgreSQL's failure, not the realm's: the system-wide database (or schema) alert carries it.
+    if (r.errorCode === ErrorCode.databaseUnavailable && (isDatabaseUnavailable(cause) || isSchemaGap(cause))) {
+      // PostgreSQL unreachable or missing a table: the whole system's, carried by the database
+      // (or schema) alert, not the realm's.
       this.noteDbOutcome(describeDbFailure(cause, 'read'));
       return;
     }
+    // A lock or statement timeout, a refused COMMIT on a reachable database: this realm's own,
+    // escalated on the realm (probe-escalation.ts).
     escalateProbeResult(this.escalator, r, this.config.refreshTokenWarnDays);
   }
 
@@ -415,8 +422,8 @@ export class Daemon {
         severity: 'critical',
         immediate: true,
         summary: s.lastResultAt
-          ? `no probe result for realm ${s.realmId} for ${seconds} s (over 3 schedule periods; the last at ${s.lastResultAt.toISOString()}): the scheduler runs but this realm is not being probed. Look for scheduler.tick_failed and scheduler.overlap lines`
-          : `no probe result for realm ${s.realmId} ${seconds} s after it became due (2 schedule periods): the scheduler runs but this realm is not being probed. Look for scheduler.tick_failed and scheduler.overlap lines`,
+          ? `no probe result for realm ${s.realmId} in the last 3 scheduler ticks (${seconds} s; the last result at ${s.lastResultAt.toISOString()}): the scheduler runs but this realm is not being probed. Look for scheduler.tick_failed and scheduler.overlap lines`
+          : `no probe result for realm ${s.realmId} in the 2 scheduler ticks since it became due (${seconds} s): the scheduler runs but this realm is not being probed. Look for scheduler.tick_failed and scheduler.overlap lines`,
       });
     }
   }
@@ -465,6 +472,19 @@ export class Daemon {
     this.log.error(
       { event: LogEvent.tokenLost, realms: lost, unanswered: running },
       `stopping with rotated tokens PostgreSQL did not store for realm(s) ${lost.join(', ')}: they are lost, and those realms must be reconnected with \`qbhealth connect\``,
+    );
+  }
+
+  /**
+   * For an exit that cannot wait (a second signal, an uncaught exception): names the realms whose
+   * rotated tokens are in flight or unsaved, which the exit loses. Synchronous on purpose.
+   */
+  reportTokensAtRisk(why: string): void {
+    const realms = this.store.tokensAtRisk();
+    if (realms.length === 0) return;
+    this.log.error(
+      { event: LogEvent.tokenLost, realms, why },
+      `exiting (${why}) with a token refresh unanswered or unsaved for realm(s) ${realms.join(', ')}: their rotated tokens may be lost; if their next probe fails with auth_invalid_grant, reconnect them with \`qbhealth connect\``,
     );
   }
 

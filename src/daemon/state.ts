@@ -9,9 +9,10 @@ export interface RealmHealth {
   readonly realmId: string;
   readonly last: ProbeResult;
   readonly lastSuccessAt: Date | undefined;
-  /** When the daemon got the result (a probe ends up to PROBE_TIMEOUT_MS after its checkedAt). */
-  readonly observedAt: Date;
 }
+
+/** How late a due scheduler tick may be before /health/live fails. */
+export const TICK_OVERDUE_MS = 60_000;
 
 export class HealthState {
   readonly startedAt = new Date();
@@ -30,10 +31,20 @@ export class HealthState {
 
   /** Realms the scheduler must probe, with when each became due a first result (start, or its connect). */
   readonly expected = new Map<string, Date>();
-  /** Schedule period; staleness is judged in periods of it. */
-  periodMs = 60_000;
-  /** Added to the staleness bounds: a probe's result arrives up to its deadline after it started. */
+  /** A tick counts towards staleness once this long has passed since it: its probes had their deadline. */
   probeTimeoutMs = 10_000;
+  /** Start times of the most recent scheduler ticks (run or skipped as an overlap), oldest first. */
+  private readonly ticks: number[] = [];
+  /** When the scheduler's next tick is due (node-cron's next run), for liveness on any schedule. */
+  nextTickDueAt: Date | undefined;
+
+  /** A scheduler tick at `at` (a cycle started, or skipped because one still runs). */
+  noteTick(at: Date, nextDue: Date | undefined): void {
+    this.lastTickAt = at;
+    this.nextTickDueAt = nextDue;
+    this.ticks.push(at.getTime());
+    if (this.ticks.length > 8) this.ticks.shift();
+  }
 
   /** The realms the last listing returned: each is expected to have results from now on. */
   expectRealms(ids: Iterable<string>, now = new Date()): void {
@@ -43,17 +54,20 @@ export class HealthState {
   }
 
   /**
-   * Expected realms without a recent result: none for 3 schedule periods, or none within 2
-   * periods of the realm becoming due (each bound plus one probe deadline, the longest a result
-   * takes to arrive). A scheduler that ticks but skips realms (a stuck cycle, a failing listing, a
+   * Expected realms without a recent result: 3 scheduler ticks have come and had their deadline
+   * since the realm's newest result, or 2 since it became due without any. Counted in ticks, not
+   * clock time, so an irregular schedule (business hours, a quiet night) raises nothing while no
+   * tick is due. A scheduler that ticks but skips realms (a stuck cycle, a failing listing, a
    * defect) shows here, where /health/live cannot see it.
    */
   stalledRealms(now = Date.now()): Array<{ realmId: string; sinceMs: number; lastResultAt: Date | undefined }> {
     const stalled: Array<{ realmId: string; sinceMs: number; lastResultAt: Date | undefined }> = [];
+    const settled = this.ticks.filter((t) => t + this.probeTimeoutMs < now);
     for (const [realmId, due] of this.expected) {
-      const last = this.realms.get(realmId)?.observedAt;
-      const sinceMs = now - (last ?? due).getTime();
-      if (sinceMs > (last ? 3 : 2) * this.periodMs + this.probeTimeoutMs) stalled.push({ realmId, sinceMs, lastResultAt: last });
+      const last = this.realms.get(realmId)?.last.checkedAt;
+      const since = (last ?? due).getTime();
+      const missed = settled.filter((t) => t > since).length;
+      if (missed >= (last ? 3 : 2)) stalled.push({ realmId, sinceMs: now - since, lastResultAt: last });
     }
     return stalled;
   }
@@ -64,7 +78,6 @@ export class HealthState {
       realmId: result.realmId,
       last: result,
       lastSuccessAt: result.connected ? result.checkedAt : previous?.lastSuccessAt,
-      observedAt: new Date(),
     });
   }
 
@@ -77,8 +90,14 @@ export class HealthState {
   /** Live: the scheduler ticks (or has only just started) and the event loop is responsive. */
   live(now = Date.now()): { ok: boolean; reason: string | undefined } {
     if (this.shuttingDown) return { ok: false, reason: 'shutting down' };
-    const reference = this.lastTickAt?.getTime() ?? this.startedAt.getTime();
-    if (now - reference > this.maxTickGapMs) return { ok: false, reason: `no scheduler tick for ${Math.round((now - reference) / 1000)} s` };
+    if (this.nextTickDueAt !== undefined) {
+      // The tick node-cron was to fire next is overdue: the scheduler has stopped (any schedule).
+      const overdue = now - this.nextTickDueAt.getTime();
+      if (overdue > TICK_OVERDUE_MS) return { ok: false, reason: `the scheduler tick due at ${this.nextTickDueAt.toISOString()} has not come (${Math.round(overdue / 1000)} s late)` };
+    } else {
+      const reference = this.lastTickAt?.getTime() ?? this.startedAt.getTime();
+      if (now - reference > this.maxTickGapMs) return { ok: false, reason: `no scheduler tick for ${Math.round((now - reference) / 1000)} s` };
+    }
     if (this.eventLoopLagMs > 5000) return { ok: false, reason: `event loop blocked for ${Math.round(this.eventLoopLagMs)} ms` };
     return { ok: true, reason: undefined };
   }

@@ -3,6 +3,12 @@
  * towards, at which severity, raised at once or at the threshold, and what the summary tells the
  * operator to do. A success resolves the realm's QuickBooks alerts. Failures of PostgreSQL
  * (`database_unavailable`) are not the realm's and are escalated by the caller as a database outcome.
+ *
+ * Throttling (429) is not an outage: Intuit answered, and asked us to slow down. A throttled probe
+ * neither counts towards nor resolves a `quickbooks_api` or `quickbooks_auth` alert; consecutive
+ * throttled probes raise a `quickbooks_throttled` warning of their own at ALERT_AFTER_FAILURES,
+ * resolved by the next probe that is not throttled. /health shows such a realm `warn`, `status`
+ * counts it as up, and probe_success is 1.
  */
 import { ErrorCode } from '../quickbooks/outcome.js';
 import type { ProbeResult } from '../probe/result.js';
@@ -10,25 +16,50 @@ import type { Escalator } from './escalator.js';
 
 const DAY_MS = 86_400_000;
 
-export function tokenUnreadableSummary(realmId: string): string {
+export function tokenUnreadableSummary(realmId: string, companyName?: string): string {
   return (
-    `TOKEN_ENCRYPTION_KEY cannot open realm ${realmId}'s stored tokens, so it cannot be probed: set TOKEN_ENCRYPTION_KEY to the key they were ` +
+    `TOKEN_ENCRYPTION_KEY cannot open the stored tokens of ${realmLabel(realmId, companyName)}, so it cannot be probed: set TOKEN_ENCRYPTION_KEY to the key they were ` +
     'stored with (or TOKEN_ENCRYPTION_KEY_PREVIOUS during a key rotation) and restart, or re-import the realm with `qbhealth import-tokens` / `qbhealth connect`'
   );
 }
 
+/** "realm 9130357766 (Acme Ltd)": the company is named when known. */
+export function realmLabel(realmId: string, companyName: string | undefined): string {
+  return companyName ? `realm ${realmId} (${companyName})` : `realm ${realmId}`;
+}
+
 export function escalateProbeResult(escalator: Escalator, r: ProbeResult, refreshTokenWarnDays: number, now = Date.now()): void {
   const realm = r.realmId;
-  const detail = { lastError: r.error, intuitTid: r.intuitTid };
-  if (r.errorCode === ErrorCode.databaseUnavailable) return;
+  const label = realmLabel(realm, r.companyName);
+  const detail = { lastError: r.error, intuitTid: r.intuitTid, subject: label };
+  if (r.errorCode === ErrorCode.databaseUnavailable) {
+    // Reaching here, PostgreSQL answers but not for this realm's tokens (a lock held elsewhere, a
+    // statement timeout, a refused COMMIT): a per-realm database alert, after the threshold.
+    escalator.fail(realm, 'database', {
+      severity: 'critical',
+      summary: `PostgreSQL could not serve the tokens of ${label} in {count} consecutive probes (${r.error ?? 'database error'}). Look for the session holding its row in pg_stat_activity / pg_locks`,
+      ...detail,
+    });
+    return;
+  }
+  escalator.succeed(realm, 'database');
+  if (r.errorCode === ErrorCode.throttled) {
+    escalator.fail(realm, 'quickbooks_throttled', {
+      severity: 'warning',
+      summary: `Intuit is throttling ${label}: {count} consecutive probes answered 429 (the connection works; lower PROBE_CONCURRENCY or the schedule if it persists)`,
+      ...detail,
+    });
+    return;
+  }
+  escalator.succeed(realm, 'quickbooks_throttled');
   if (r.errorCode === ErrorCode.tokenUnreadable) {
-    escalator.fail(realm, 'quickbooks_auth', { severity: 'critical', immediate: true, summary: tokenUnreadableSummary(realm), ...detail });
+    escalator.fail(realm, 'quickbooks_auth', { severity: 'critical', immediate: true, summary: tokenUnreadableSummary(realm, r.companyName), ...detail });
     return;
   }
   if (r.errorCode === ErrorCode.internal) {
     escalator.fail(realm, 'quickbooks_api', {
       severity: 'critical',
-      summary: `the monitor itself failed to probe realm ${realm} in {count} consecutive probes (internal: ${r.error ?? 'unknown'}); the probe.failed log lines carry the stack: report it`,
+      summary: `the monitor itself failed to probe ${label} in {count} consecutive probes (internal: ${r.error ?? 'unknown'}); the probe.failed log lines carry the stack: report it`,
       ...detail,
     });
     return;
@@ -40,19 +71,19 @@ export function escalateProbeResult(escalator: Escalator, r: ProbeResult, refres
     escalator.fail(realm, 'quickbooks_auth', {
       severity: 'critical',
       immediate: true,
-      summary: `QuickBooks refused realm ${realm}'s refresh token (invalid_grant): the app was disconnected, or the token expired or was superseded. Reconnect with \`qbhealth connect\``,
+      summary: `QuickBooks refused the refresh token of ${label} (invalid_grant): the app was disconnected, or the token expired or was superseded. Reconnect with \`qbhealth connect\``,
       ...detail,
     });
   } else if (r.errorCode === ErrorCode.authUnauthorized || r.errorCode === ErrorCode.forbidden) {
     escalator.fail(realm, 'quickbooks_auth', {
       severity: 'critical',
-      summary: `Intuit refused realm ${realm}'s credentials in {count} consecutive probes (${r.errorCode}): check QBO_CLIENT_ID/QBO_CLIENT_SECRET and the app's scopes, or reconnect with \`qbhealth connect\``,
+      summary: `Intuit refused the credentials of ${label} in {count} consecutive probes (${r.errorCode}): check QBO_CLIENT_ID/QBO_CLIENT_SECRET and the app's scopes, or reconnect with \`qbhealth connect\``,
       ...detail,
     });
   } else {
     escalator.fail(realm, 'quickbooks_api', {
-      severity: r.errorCode === ErrorCode.throttled ? 'warning' : 'critical',
-      summary: `QuickBooks API failing for realm ${realm}: {count} consecutive probes failed (${r.errorCode}${r.error ? `: ${r.error}` : ''})`,
+      severity: 'critical',
+      summary: `QuickBooks API failing for ${label}: {count} consecutive probes failed (${r.errorCode}${r.error ? `: ${r.error}` : ''})`,
       ...detail,
     });
   }
@@ -62,7 +93,8 @@ export function escalateProbeResult(escalator: Escalator, r: ProbeResult, refres
       escalator.fail(realm, 'refresh_token_expiry', {
         severity: days < 1 ? 'critical' : 'warning',
         immediate: true,
-        summary: `realm ${realm}'s refresh token expires in ${Math.max(0, Math.floor(days))} day(s) (${r.refreshTokenExpiresAt.toISOString()}): reconnect with \`qbhealth connect\` before then`,
+        subject: label,
+        summary: `the refresh token of ${label} expires in ${Math.max(0, Math.floor(days))} day(s) (${r.refreshTokenExpiresAt.toISOString()}): reconnect with \`qbhealth connect\` before then`,
       });
     } else {
       escalator.succeed(realm, 'refresh_token_expiry');

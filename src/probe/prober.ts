@@ -36,6 +36,11 @@ type Failure = { readonly code: Exclude<ErrorCode, 'ok'>; readonly message: stri
 
 /** Anything a probe can throw, in the contract's error_code vocabulary. */
 export function classifyProbeFailure(thrown: unknown): Failure {
+  // A failed statement whose ROLLBACK failed too (withCleanup): the first failure is the cause.
+  if (thrown instanceof AggregateError && thrown.errors.length > 0) {
+    const first = classifyProbeFailure(thrown.errors[0]);
+    return { ...first, message: `${first.message} (and the ROLLBACK after it failed too)` };
+  }
   if (thrown instanceof IntuitFailure) return { code: thrown.code, message: thrown.message, httpStatus: thrown.httpStatus, intuitTid: thrown.intuitTid, err: thrown };
   const err = coerceError(thrown);
   if (thrown instanceof TokenUnreadableError) {

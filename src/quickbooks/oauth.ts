@@ -201,7 +201,8 @@ export class IntuitOAuth {
     const tid = headerTid(raw.response?.headers);
     const cause = reduceError(raw.error ?? thrown);
     if (signal.aborted) {
-      return new IntuitFailure(ErrorCode.timeout, `Intuit ${what}: no answer before the probe deadline`, undefined, tid, { cause });
+      // The bound is the caller's (a probe's deadline, or a refresh's own once sent).
+      return new IntuitFailure(ErrorCode.timeout, `Intuit ${what}: no answer in the time allowed`, undefined, tid, { cause });
     }
     if (status === undefined) {
       const code = transportCode(raw.error ?? thrown);

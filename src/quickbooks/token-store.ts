@@ -355,6 +355,11 @@ export class TokenStore {
     return [...this.refreshing.keys()];
   }
 
+  /** Realms whose refresh request may be sent and unanswered, or answered and not yet stored. */
+  tokensAtRisk(): string[] {
+    return [...new Set([...this.refreshing.keys(), ...this.unsaved.keys()])];
+  }
+
   /** The rotated pair only this process holds for `realmId`, if any. */
   unsavedPair(realmId: string): TokenSet | undefined {
     return this.unsaved.get(realmId)?.tokens;
@@ -375,12 +380,14 @@ export class TokenStore {
     for (const pending of realmId === undefined ? [...this.unsaved.values()] : [this.unsaved.get(realmId)].filter((p) => p !== undefined)) {
       const outcome = await withClient(this.pool, (client) =>
         inTransaction(client, async () => {
-          const row = await client.query<{ refresh_token_enc: string; revision: string }>(
-            `SELECT ${T.columnList(['refresh_token_enc', 'revision'])} FROM ${T.name} WHERE ${T.col('realm_id')} = $1 FOR UPDATE`,
+          const row = await client.query<{ refresh_token_enc: string; revision: string; status: ConnectionStatus }>(
+            `SELECT ${T.columnList(['refresh_token_enc', 'revision', 'status'])} FROM ${T.name} WHERE ${T.col('realm_id')} = $1 FOR UPDATE`,
             [pending.realmId],
           );
           const current = row.rows[0];
           if (!current) return 'gone' as const;
+          // An operator disconnected it meanwhile: storing the pair would revive it.
+          if (current.status === 'disconnected' && pending.from !== undefined) return 'disconnected' as const;
           const held = pending.from === undefined ? undefined : this.cipher.decrypt(current.refresh_token_enc, pending.realmId, 'refresh_token');
           if (held !== undefined && held === pending.tokens.refreshToken) return 'already' as const;
           if (pending.from !== undefined && held !== pending.from) return 'superseded' as const;
@@ -398,7 +405,11 @@ export class TokenStore {
       } else {
         this.log.warn(
           { event: LogEvent.tokenUnsaved, realmId: pending.realmId, outcome, receivedAt: pending.receivedAt },
-          outcome === 'gone' ? 'rotated tokens kept in memory dropped: the realm was removed' : 'rotated tokens kept in memory dropped: a newer pair was imported or connected meanwhile',
+          outcome === 'gone'
+            ? 'rotated tokens kept in memory dropped: the realm was removed'
+            : outcome === 'disconnected'
+              ? 'rotated tokens kept in memory dropped: the realm was disconnected meanwhile'
+              : 'rotated tokens kept in memory dropped: a newer pair was imported or connected meanwhile',
         );
       }
     }
@@ -490,7 +501,15 @@ export class TokenStore {
           if (err instanceof IntuitFailure && err.code === ErrorCode.authInvalidGrant) {
             return { kind: 'invalid_grant' as const, failure: err, refusedToken: row.refreshToken };
           }
-          this.log.warn({ event: LogEvent.tokenRefreshFailed, realmId, errorCode: (err as IntuitFailure).code, err }, 'token refresh failed');
+          if (err instanceof IntuitFailure && err.code === ErrorCode.timeout) {
+            // Sent and unanswered within its own bound: Intuit may have rotated the pair anyway.
+            this.log.error(
+              { event: LogEvent.tokenRefreshFailed, realmId, errorCode: err.code, err },
+              `no answer to realm ${realmId}'s token refresh within ${REFRESH_ANSWER_TIMEOUT_MS / 1000} s: if Intuit rotated the token meanwhile the stored one is spent, and the next refresh fails with invalid_grant (then reconnect with \`qbhealth connect\`)`,
+            );
+          } else {
+            this.log.warn({ event: LogEvent.tokenRefreshFailed, realmId, errorCode: (err as IntuitFailure).code, err }, 'token refresh failed');
+          }
           throw err;
         }
         // Persisted (committed by inTransaction) before it is returned for use.
@@ -534,9 +553,18 @@ function remainingMs(signal: AbortSignal): number {
   return Math.max(50, deadline === undefined ? 10_000 : deadline - Date.now() - 100);
 }
 
-/** An AbortSignal that fires after `ms` and knows when (for lock timeouts). */
+/**
+ * An AbortSignal that fires after `ms` (or when `parent` aborts) and knows when (for lock
+ * timeouts). A controller and a timer rather than AbortSignal.any(), whose signal holds its
+ * sources weakly: a collected timeout would leave a probe without its deadline.
+ */
 export function deadlineSignal(ms: number, parent?: AbortSignal): AbortSignal {
-  const timeout = AbortSignal.timeout(ms);
-  const signal = parent ? AbortSignal.any([timeout, parent]) : timeout;
-  return Object.assign(signal, { deadlineAt: Date.now() + ms });
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new DOMException(`no answer within ${ms} ms`, 'TimeoutError')), ms);
+  // The probe it bounds keeps the process busy; the timer alone must not.
+  timer.unref();
+  if (parent?.aborted) controller.abort(parent.reason);
+  else parent?.addEventListener('abort', () => controller.abort(parent.reason), { once: true });
+  controller.signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
+  return Object.assign(controller.signal, { deadlineAt: Date.now() + ms });
 }

@@ -135,7 +135,11 @@ describe('a scheduler that ticks but never gets to a realm (its work blocked)', 
         const row = (await fx.db.query('SELECT status, error_code, error FROM quickbooks_connection_health WHERE probe_id = $1', [failed.probeId])).rows[0];
         expect(row).toMatchObject({ status: 'fail', error_code: 'database_unavailable', error: expect.stringContaining('lock') });
       });
+      // Every cycle fails the same way: the realm's own database alert at the threshold (3), once.
+      const raised = await daemon.waitFor('alert.raised', { where: (l) => daemon.lines.indexOf(l) >= from && l.kind === 'database', timeoutMs: 30_000 });
+      expect(raised).toMatchObject({ realmId: realm, severity: 'critical', consecutiveFailures: 3, summary: expect.stringContaining('pg_locks') });
       await holder.query('ROLLBACK');
+      await hook.waitFor('alert.resolved', 'database');
       await daemon.waitFor('probe.succeeded', { where: (l) => daemon.lines.indexOf(l) > daemon.lines.indexOf(failed) });
     } finally {
       await holder.end();
@@ -239,5 +243,35 @@ describe('operator commands never revive or race a realm', () => {
     } finally {
       await locker.end();
     }
+  });
+});
+
+describe('an exit that cannot finish the shutdown while a token refresh is unanswered', () => {
+  let fx: Fixture;
+  let daemon: RunningDaemon;
+
+  beforeAll(async () => {
+    fx = await realmsFixture(1);
+  });
+  afterAll(async () => {
+    await daemon?.stop('SIGKILL');
+    await fx?.close();
+  });
+
+  it('a second SIGINT names the realm whose rotated tokens it may lose (token.lost)', async () => {
+    const realm = fx.realms[0] as string;
+    daemon = spawnDaemon({ ...daemonEnv(fx.db.url, fx.sim), PROBE_TIMEOUT_MS: '1000' });
+    await daemon.waitFor('probe.succeeded');
+    fx.sim.refreshDelayMs = 8000;
+    fx.sim.expireAccessTokens();
+    // The refresh is sent and unanswered; its probe gives up at its deadline.
+    await daemon.waitFor('probe.failed', { where: (l) => l.errorCode === 'timeout' });
+    expect(fx.sim.stats.inFlight).toBeGreaterThan(0);
+    daemon.child.kill('SIGINT');
+    await daemon.waitFor('daemon.stopping');
+    daemon.child.kill('SIGINT');
+    expect((await daemon.exited).code).toBe(1);
+    expect(daemon.events('token.lost')).toEqual([expect.objectContaining({ level: 50, realms: [realm] })]);
+    fx.sim.refreshDelayMs = 0;
   });
 });
