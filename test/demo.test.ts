@@ -176,7 +176,7 @@ describe('npm run demo', () => {
     // The printed way to break the connection raises an alert, delivered to the demo's webhook, and resolves it.
     const sim = /curl -X POST '(http:\/\/127\.0\.0\.1:\d+)\/_sim\/scenario/.exec(out)?.[1];
     expect((await fetch(`${sim}/_sim/scenario?name=outage`, { method: 'POST' })).status).toBe(200);
-    await running.waitForOutput(/webhook received: \S+ \[CRITICAL\] quickbooks_api realm 9341453050/, 35_000);
+    await running.waitForOutput(/webhook received: \S+ \[CRITICAL\] quickbooks_api: [^\n]*realm 9341453050/, 35_000);
     expect((await fetch(`${sim}/_sim/scenario?name=healthy`, { method: 'POST' })).status).toBe(200);
     await running.waitForOutput(/webhook received: \S+ \[RESOLVED\] quickbooks_api realm 9341453050/, 25_000);
 
@@ -189,7 +189,7 @@ describe('npm run demo', () => {
     expect(Math.min(...order)).toBeGreaterThanOrEqual(0);
     expect(order).toEqual([...order].sort((a, b) => a - b));
     expect((await fetch(`${sim}/_sim/scenario?name=revoked`, { method: 'POST' })).status).toBe(200);
-    await running.waitForOutput(/webhook received: \S+ \[CRITICAL\] quickbooks_auth realm 9341453050/, 25_000);
+    await running.waitForOutput(/webhook received: \S+ \[CRITICAL\] quickbooks_auth: [^\n]*realm 9341453050/, 25_000);
     expect((await fetch(`${sim}/_sim/scenario?name=healthy`, { method: 'POST' })).status).toBe(200);
     // Two probes that both began after the switch (cycles never overlap), still refused.
     const afterHealthy = running.output().length;

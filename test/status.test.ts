@@ -101,7 +101,7 @@ describe('status report', () => {
       latencyMs: { p50: 250, p95: 385 },
       lastProbe: { status: 'pass', errorCode: 'ok', latencyMs: 300, at: new Date(now.getTime() - MIN).toISOString() },
       lastError: { errorCode: 'server_error', httpStatus: 503, intuitTid: 'tid-in-window', error: 'Intuit answered 503' },
-      refreshToken: { rollingDaysLeft: 99, hardDaysLeft: 1800 },
+      refreshToken: { revoked: false, rollingDaysLeft: 99, hardDaysLeft: 1800 },
       alerts: [],
     });
   });
@@ -126,7 +126,8 @@ describe('status report', () => {
       state: 'reconnect_required',
       connectionReason: 'Intuit answered invalid_grant',
       uptimePercent: 50,
-      refreshToken: { rollingDaysLeft: -3, hardDaysLeft: 1000 },
+      // Refused by Intuit: revoked, with no lifetime shown whatever the stored expiry says.
+      refreshToken: { revoked: true, rollingDaysLeft: null, hardDaysLeft: null, rollingExpiresAt: null },
       lastError: { errorCode: 'auth_invalid_grant', intuitTid: 'tid-b' },
     });
     expect(b?.alerts).toEqual([expect.objectContaining({ kind: 'quickbooks_auth', severity: 'critical', realmId: B, intuitTid: 'tid-b' })]);

@@ -64,7 +64,12 @@ function renderRealm(r: RealmStatus, report: StatusReport, window: string): stri
           .join(' ')
       : 'none recorded',
   );
-  row('refresh token', `${expiry(r.refreshToken.rollingDaysLeft, r.refreshToken.rollingExpiresAt, 'rolling')}  ${expiry(r.refreshToken.hardDaysLeft, r.refreshToken.hardExpiresAt, 'hard')}`);
+  row(
+    'refresh token',
+    r.refreshToken.revoked
+      ? 'revoked: reconnect with `qbhealth connect`'
+      : `${expiry(r.refreshToken.rollingDaysLeft, r.refreshToken.rollingExpiresAt, 'rolling')}  ${expiry(r.refreshToken.hardDaysLeft, r.refreshToken.hardExpiresAt, 'hard')}`,
+  );
   if (r.alerts.length === 0) row('open alerts', 'none');
   r.alerts.forEach((a, i) => row(i === 0 ? 'open alerts' : '', alertLine(a, now)));
   row('timeline', `|${r.timeline}|  ${window} ago -> now, ${span(report.bucketSeconds)} per mark`);

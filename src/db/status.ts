@@ -62,6 +62,8 @@ export interface RealmStatus {
   readonly latencyMs: { p50: number; p95: number } | null;
   readonly lastError: { at: string; status: string; errorCode: string | null; error: string | null; httpStatus: number | null; intuitTid: string | null } | null;
   readonly refreshToken: {
+    /** Intuit refused it (invalid_grant): the realm must be reconnected; no lifetime is shown. */
+    revoked: boolean;
     rollingExpiresAt: string | null;
     rollingDaysLeft: number | null;
     hardExpiresAt: string | null;
@@ -283,12 +285,17 @@ export async function loadStatus(db: Queryable, q: StatusQuery): Promise<StatusR
         last?.error_at && last.error_status
           ? { at: last.error_at.toISOString(), status: last.error_status, errorCode: last.error_code, error: last.error_text, httpStatus: last.error_http, intuitTid: last.error_tid }
           : null,
-      refreshToken: {
-        rollingExpiresAt: token?.refresh_token_expires_at?.toISOString() ?? null,
-        rollingDaysLeft: daysLeft(token?.refresh_token_expires_at ?? null, now),
-        hardExpiresAt: token?.refresh_token_hard_expires_at?.toISOString() ?? null,
-        hardDaysLeft: daysLeft(token?.refresh_token_hard_expires_at ?? null, now),
-      },
+      // A refused (revoked) refresh token has no lifetime left, whatever its stored expiry says.
+      refreshToken:
+        token?.status === 'reconnect_required'
+          ? { revoked: true, rollingExpiresAt: null, rollingDaysLeft: null, hardExpiresAt: null, hardDaysLeft: null }
+          : {
+              revoked: false,
+              rollingExpiresAt: token?.refresh_token_expires_at?.toISOString() ?? null,
+              rollingDaysLeft: daysLeft(token?.refresh_token_expires_at ?? null, now),
+              hardExpiresAt: token?.refresh_token_hard_expires_at?.toISOString() ?? null,
+              hardDaysLeft: daysLeft(token?.refresh_token_hard_expires_at ?? null, now),
+            },
       alerts: openAlerts.filter((a) => a.realmId === realmId),
       timeline: series.map(timelineMark).join(''),
       buckets: series,

@@ -27,6 +27,8 @@ export interface AlertState {
   summary: string;
   lastError: string | undefined;
   intuitTid: string | undefined;
+  /** Who the alert is about, e.g. "realm 9130357766 (Acme Ltd)" (memory only; the realm id otherwise). */
+  subject?: string | undefined;
 }
 
 export interface Failure {
@@ -35,6 +37,8 @@ export interface Failure {
   readonly summary: string;
   readonly lastError?: string | undefined;
   readonly intuitTid?: string | undefined;
+  /** Who it is about, named in a resolution's text (the summary names it in the others). */
+  readonly subject?: string | undefined;
   /** Raise at the first failure instead of at the threshold. */
   readonly immediate?: boolean;
 }
@@ -145,6 +149,7 @@ export class Escalator {
     s.consecutiveFailures++;
     s.lastError = failure.lastError;
     s.intuitTid = failure.intuitTid;
+    if (failure.subject) s.subject = failure.subject;
     s.summary = failure.summary.replaceAll('{count}', String(s.consecutiveFailures));
     this.dirty.add(k);
     if (s.state === 'open') {
@@ -239,7 +244,7 @@ export class Escalator {
 
   private notify(s: AlertState, event: AlertNotification['event'], at: Date, reason?: string): void {
     s.lastNotifiedAt = at;
-    const where = s.realmId === '' ? '' : ` realm ${s.realmId}`;
+    const about = s.realmId === '' ? '' : ` ${s.subject ?? `realm ${s.realmId}`}`;
     const fields = {
       event,
       severity: s.severity,
@@ -255,7 +260,8 @@ export class Escalator {
     const icon = event === LogEvent.alertResolved ? ':white_check_mark:' : s.severity === 'critical' ? ':rotating_light:' : ':warning:';
     const verb = event === LogEvent.alertResolved ? 'RESOLVED' : event === LogEvent.alertRepeated ? 'STILL FAILING' : s.severity.toUpperCase();
     const resolution = reason ? `resolved: ${reason}` : `recovered after ${s.consecutiveFailures} failure(s) since ${fields.since}`;
-    const text = `${icon} [${verb}] ${s.kind}${where}: ${event === LogEvent.alertResolved ? resolution : s.summary}`;
+    // The summary names the realm (and company) itself; a resolution says who recovered.
+    const text = event === LogEvent.alertResolved ? `${icon} [${verb}] ${s.kind}${about}: ${resolution}` : `${icon} [${verb}] ${s.kind}: ${s.summary}`;
     if (event === LogEvent.alertResolved) this.log.info({ ...fields, event }, text);
     else this.log.error({ ...fields, event }, text);
     this.notifier.send({ ...fields, text });

@@ -12,7 +12,7 @@ import { LogEvent, type Logger } from '../log.js';
 export interface AlertNotification {
   readonly event: 'alert.raised' | 'alert.repeated' | 'alert.resolved';
   readonly severity: 'warning' | 'critical';
-  readonly kind: 'quickbooks_api' | 'quickbooks_auth' | 'database' | 'schema' | 'refresh_token_expiry' | 'monitor_stalled';
+  readonly kind: 'quickbooks_api' | 'quickbooks_auth' | 'database' | 'schema' | 'refresh_token_expiry' | 'quickbooks_throttled' | 'monitor_stalled';
   readonly realmId: string | null;
   readonly summary: string;
   readonly consecutiveFailures: number;
@@ -129,14 +129,27 @@ export class WebhookNotifier {
     if (!url) return;
     await pRetry(
       async () => {
-        const response = await fetch(url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(notification),
-          signal: AbortSignal.any([AbortSignal.timeout(this.opts.attemptTimeoutMs), this.stopping.signal]),
-        });
-        // The body is not ours to log (it may echo the URL's token); its size is enough.
-        await response.arrayBuffer();
+        // One controller aborted by a timer or by shutdown. Not AbortSignal.any(): the signal it
+        // returns holds its sources weakly, and under memory pressure the timeout could be
+        // collected before it fired, leaving an attempt to a hung receiver waiting forever.
+        const attempt = new AbortController();
+        const timer = setTimeout(() => attempt.abort(new Error(`no answer within ${this.opts.attemptTimeoutMs} ms`)), this.opts.attemptTimeoutMs);
+        const onStop = (): void => attempt.abort(this.stopping.signal.reason);
+        this.stopping.signal.addEventListener('abort', onStop, { once: true });
+        let response: Response;
+        try {
+          response = await fetch(url, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify(notification),
+            signal: attempt.signal,
+          });
+          // The body is not ours to log (it may echo the URL's token); its size is enough.
+          await response.arrayBuffer();
+        } finally {
+          clearTimeout(timer);
+          this.stopping.signal.removeEventListener('abort', onStop);
+        }
         if (response.ok) return;
         const error = new Error(`alert webhook answered HTTP ${response.status}`);
         // A 4xx other than timeout/throttling will not get better by retrying now.

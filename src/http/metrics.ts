@@ -34,7 +34,7 @@ export class Metrics {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     for (const name of MISNAMED_DEFAULTS) this.registry.removeSingleMetric(name);
-    this.success = new Gauge({ name: 'probe_success', help: 'Whether the last probe of the realm succeeded (1) or not (0)', labelNames: ['realm_id'], registers });
+    this.success = new Gauge({ name: 'probe_success', help: 'Whether the last probe of the realm found the connection up (1; throttled counts as up) or failing (0)', labelNames: ['realm_id'], registers });
     this.duration = new Gauge({
       name: 'probe_duration_seconds',
       help: 'Duration of the last probe of the realm in seconds, the whole probe: token refresh (when one was needed) and CompanyInfo',
@@ -103,13 +103,14 @@ export class Metrics {
     let seen = this.seen.get(r.realmId);
     if (!seen) this.seen.set(r.realmId, (seen = { statuses: new Set(), codes: new Set() }));
     seen.statuses.add(r.status);
-    if (!r.connected) seen.codes.add(r.errorCode);
-    this.success.set(realm, r.connected ? 1 : 0);
+    // Throttled (warn) counts as up, as in /health and `status`: Intuit answered and asked us to slow down.
+    if (r.status === 'fail') seen.codes.add(r.errorCode);
+    this.success.set(realm, r.status === 'fail' ? 0 : 1);
     this.duration.set(realm, (r.durationMs ?? r.latencyMs) / 1000);
     if (r.companyInfoMs !== undefined) this.companyInfoDuration.observe(r.companyInfoMs / 1000);
     this.httpStatus.set(realm, r.httpStatus ?? 0);
     this.probes.inc({ ...realm, status: r.status });
-    if (!r.connected) this.failures.inc({ ...realm, error_code: r.errorCode });
+    if (r.status === 'fail') this.failures.inc({ ...realm, error_code: r.errorCode });
     // A refused refresh token (revoked, or rotated and lost) has no lifetime left to count down,
     // whatever its stored expiry says: the realm must be reconnected.
     if (r.errorCode === ErrorCode.authInvalidGrant) this.refreshLeft.remove(realm);

@@ -56,7 +56,12 @@ describe('Intuit faults, one daemon switching scenarios', () => {
       await daemon.waitFor('probe.failed', { count: 2, where: (l) => daemon.lines.indexOf(l) >= from && l.errorCode === code }),
     ];
     const raised = await daemon.waitFor('alert.raised', { where: (l) => daemon.lines.indexOf(l) >= from });
-    expect(raised).toMatchObject({ kind: 'quickbooks_api', realmId: realm(), severity: status === 'warn' ? 'warning' : 'critical', consecutiveFailures: 2 });
+    // Throttling is not an outage: a warning of its own, and no quickbooks_api alert.
+    const kind = status === 'warn' ? 'quickbooks_throttled' : 'quickbooks_api';
+    expect(raised).toMatchObject({ kind, realmId: realm(), severity: status === 'warn' ? 'warning' : 'critical', consecutiveFailures: 2 });
+    // The text names the realm once, with its company.
+    expect(String(raised.msg).match(new RegExp(`realm ${realm()}`, 'g'))).toHaveLength(1);
+    expect(String(raised.msg)).toContain(`realm ${realm()} (Bench Company ${realm()})`);
     // The operator's views: /health says fail (warn when throttled), the row carries the code and HTTP status.
     const health = await fetch(`${base}/health`, { headers: { authorization: `Bearer ${HEALTH_TOKEN}` } });
     expect(health.status).toBe(status === 'warn' ? 200 : 503);
@@ -64,7 +69,8 @@ describe('Intuit faults, one daemon switching scenarios', () => {
     expect(row).toMatchObject({ status, error_code: code, http_status: http ?? null, connected: false });
     fx.sim.scenario = 'healthy';
     await daemon.waitFor('alert.resolved', { where: (l) => daemon.lines.indexOf(l) >= from });
-    await hook.waitFor('alert.resolved', 'quickbooks_api');
+    await hook.waitFor('alert.resolved', kind);
+    if (status === 'warn') expect(daemon.lines.slice(from).filter((l) => l.event === 'alert.raised' && l.kind === 'quickbooks_api')).toEqual([]);
     expect(hook.bodies.slice(alertsBefore).map((b) => b.event)).toContain('alert.raised');
     await daemon.waitFor('probe.succeeded', { where: (l) => daemon.lines.indexOf(l) >= from });
   });
