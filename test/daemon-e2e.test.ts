@@ -9,21 +9,10 @@ import { runQbhealth } from './support/cli.js';
 import { daemonEnv, spawnDaemon, webhookReceiver, type RunningDaemon, type WebhookReceiver } from './support/daemon.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { CLIENT_ID, CLIENT_SECRET, KEY_B64 } from './support/qbo.js';
+import { eventually } from './support/wait.js';
 
 const REALM = '9341452222';
 
-/** Retries `check` until it passes (or rethrows its last failure after `timeoutMs`). */
-async function eventually(check: () => Promise<void>, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (err) {
-      if (Date.now() > until) throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
 const HEALTH_TOKEN = 'health-token-for-tests-0123';
 
 describe('the daemon, end to end', () => {

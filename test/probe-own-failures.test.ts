@@ -49,6 +49,16 @@ describe("the monitor's own failures are results", () => {
     return new TokenCipher(KEY).decrypt(row!.refresh_token_enc, realmId, 'refresh_token');
   };
 
+  /** A deferred constraint trigger fails the COMMIT itself, after a token UPDATE went through. */
+  const refuseCommits = async (): Promise<void> => {
+    await db.query(`CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'commit refused for the test'; END $$`);
+    await db.query(`CREATE CONSTRAINT TRIGGER refuse_commit AFTER UPDATE ON quickbooks_oauth_tokens DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_commit()`);
+  };
+  const allowCommits = async (): Promise<void> => {
+    await db.query('DROP TRIGGER refuse_commit ON quickbooks_oauth_tokens');
+    await db.query('DROP FUNCTION refuse_commit()');
+  };
+
   beforeAll(async () => {
     sim = await startSimulator({ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
     db = await migratedDatabase();
@@ -160,16 +170,13 @@ describe("the monitor's own failures are results", () => {
     const m = spawnMonitor();
     const realmId = await importedRealm(m);
     await expireStored(realmId);
-    // A deferred constraint trigger fails the COMMIT itself, after the UPDATE went through.
-    await db.query(`CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'commit refused for the test'; END $$`);
-    await db.query(`CREATE CONSTRAINT TRIGGER refuse_commit AFTER UPDATE ON quickbooks_oauth_tokens DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_commit()`);
+    await refuseCommits();
     const storedBefore = await storedRefreshToken(realmId);
     let failed;
     try {
       failed = await m.prober.probe(realmId);
     } finally {
-      await db.query('DROP TRIGGER refuse_commit ON quickbooks_oauth_tokens');
-      await db.query('DROP FUNCTION refuse_commit()');
+      await allowCommits();
     }
     expect(failed.result).toMatchObject({ status: 'fail', errorCode: 'database_unavailable' });
     expect(m.store.unsavedRealms()).toEqual([realmId]);
@@ -190,13 +197,11 @@ describe("the monitor's own failures are results", () => {
     const m = spawnMonitor();
     const realmId = await importedRealm(m);
     await expireStored(realmId);
-    await db.query(`CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'commit refused for the test'; END $$`);
-    await db.query(`CREATE CONSTRAINT TRIGGER refuse_commit AFTER UPDATE ON quickbooks_oauth_tokens DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_commit()`);
+    await refuseCommits();
     try {
       expect((await m.prober.probe(realmId)).result.errorCode).toBe('database_unavailable');
     } finally {
-      await db.query('DROP TRIGGER refuse_commit ON quickbooks_oauth_tokens');
-      await db.query('DROP FUNCTION refuse_commit()');
+      await allowCommits();
     }
     expect(m.store.unsavedRealms()).toEqual([realmId]);
     await m.store.setStatus(realmId, 'disconnected', 'qbhealth disconnect');

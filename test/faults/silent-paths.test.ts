@@ -10,21 +10,10 @@ import { daemonEnv, spawnDaemon, webhookReceiver, type RunningDaemon, type Webho
 import { simulatorEnv } from '../support/qbo.js';
 import { realmsFixture, type Fixture } from '../support/realms.js';
 import { dbPassword, expectNoSecrets, expectNothingLost } from './support.js';
+import { eventually } from '../support/wait.js';
 
 const WRONG_KEY = Buffer.alloc(32, 9).toString('base64');
 
-/** Retries `check` until it passes (or rethrows its last failure after `timeoutMs`). */
-async function eventually(check: () => Promise<void>, timeoutMs = 15_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (err) {
-      if (Date.now() > until) throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
 
 describe('a TOKEN_ENCRYPTION_KEY that cannot open the stored tokens (wrong key after a restart)', () => {
   let fx: Fixture;
