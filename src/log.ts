@@ -13,7 +13,7 @@
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { pino, type Logger, type DestinationStream } from 'pino';
 import type { LogLevel } from './config.js';
-import { errorEssentials } from './errors.js';
+import { errorEssentials, OperatorError } from './errors.js';
 
 export type { Logger } from 'pino';
 
@@ -122,6 +122,11 @@ const PACKAGE_LOCATIONS = [PACKAGE_ROOT, pathToFileURL(PACKAGE_ROOT).href];
  * not in its node_modules, nor in Node's internals. Only such errors keep their stack and their
  * own scalar fields (httpStatus, intuitTid, exitCode …); a library's error keeps its essentials.
  */
+/** Failure classes the program expects and words for the operator: logged without a stack. */
+function isExpectedFailure(err: Error): boolean {
+  return err instanceof OperatorError || err.name === 'IntuitFailure';
+}
+
 function isOwnError(err: Error): boolean {
   const frame = err.stack?.split('\n').find((line) => /^\s+at /.test(line));
   if (frame === undefined) return false;
@@ -160,7 +165,10 @@ export function serializeError(err: unknown, depth = 0, ancestors = new Set<unkn
       if (typeof value === 'string') out[key] = value.slice(0, MAX_FIELD_TEXT);
       else if (typeof value === 'number' || typeof value === 'boolean') out[key] = value;
     }
-    if (err.stack !== undefined) out.stack = err.stack;
+    // Stacks are for the unexpected. A classified Intuit answer (timeout, throttling, a 5xx) and
+    // an operator-facing failure (PostgreSQL unreachable, a bad key) say all there is in their
+    // message; a stack there only buries the line an operator reads during an outage.
+    if (err.stack !== undefined && !isExpectedFailure(err)) out.stack = err.stack;
   }
   // A cause chain that loops back to an error on the way here ends there.
   ancestors.add(err);
@@ -338,4 +346,38 @@ export function createLogger(opts: LoggerOptions): Logger {
     },
     opts.destination ?? pino.destination({ dest: 1, sync: true }),
   );
+}
+
+/**
+ * Keeps a repeated warning from flooding the log during an outage: the first occurrence of a key
+ * is written, repeats within `intervalMs` are counted instead, and the next one written carries
+ * `suppressed` (how many were not). `clear(key)` when the condition ends, so a new occurrence is
+ * written at once.
+ */
+export class RepeatLimiter {
+  private readonly seen = new Map<string, { at: number; suppressed: number }>();
+
+  constructor(
+    private readonly intervalMs = 60_000,
+    private readonly now: () => number = () => Date.now(),
+  ) {}
+
+  /** The fields to add when the line is to be written; undefined when it is suppressed. */
+  admit(key: string): { suppressed: number } | undefined {
+    const at = this.now();
+    const last = this.seen.get(key);
+    if (last && at - last.at < this.intervalMs) {
+      last.suppressed++;
+      return undefined;
+    }
+    this.seen.set(key, { at, suppressed: 0 });
+    return { suppressed: last?.suppressed ?? 0 };
+  }
+
+  /** The condition behind `key` ended; returns how many repeats were suppressed since the last line. */
+  clear(key: string): number {
+    const last = this.seen.get(key);
+    this.seen.delete(key);
+    return last?.suppressed ?? 0;
+  }
 }

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { parseConfig, readEnvironment } from './config.js';
 import { Daemon, SchemaMismatchError } from './daemon/daemon.js';
+import { DatabaseUnreachableError } from './db/pool.js';
 import { coerceError, ExitCode, OperatorError } from './errors.js';
 import { createLogger, LogEvent, SecretRegistry, type Logger } from './log.js';
 
@@ -102,7 +103,7 @@ async function main(): Promise<void> {
         exitCode: failure?.exitCode ?? 1,
         ...(err instanceof SchemaMismatchError ? { problems: err.problems } : { err }),
       },
-      `cannot start: ${coerceError(err).message}`,
+      `cannot start: ${coerceError(err).message}${err instanceof DatabaseUnreachableError ? '; this is retried: the daemon exits 75 and PM2 starts it again with backoff' : ''}`,
     );
     return exit(log, failure?.exitCode ?? 1);
   }

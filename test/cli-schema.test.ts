@@ -84,6 +84,9 @@ describe('qbhealth and an unusable database', () => {
     const r = await runQbhealth(['check-schema'], { DATABASE_URL: 'postgres://monitor:pw-unused-1@127.0.0.1:9/none' });
     expect(r.code).toBe(75);
     expect(r.stderr).toMatch(/PostgreSQL is unreachable \(ECONNREFUSED/);
+    // A command does not retry: it says what the caller should do instead of "this is retried".
+    expect(r.stderr).toMatch(/Nothing was retried \(exit 75\): run `qbhealth check-schema` again once PostgreSQL is reachable/);
+    expect(r.stderr).not.toContain('this is retried');
     expect(r.stderr).not.toContain('pw-unused-1');
   });
 

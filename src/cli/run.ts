@@ -1,5 +1,6 @@
 /** Parses `qbhealth <command> [options]`, runs the command and turns every outcome into an exit code. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { DatabaseUnreachableError } from '../db/pool.js';
 import { coerceError, ExitCode, OperatorError } from '../errors.js';
 import { writeLine, type CliIO, type Command } from './command.js';
 import { checkSchemaCommand, migrateCommand } from './db-commands.js';
@@ -115,7 +116,9 @@ export async function runCli(argv: readonly string[], io: CliIO): Promise<number
     return await command.run(io, values);
   } catch (err) {
     if (err instanceof OperatorError) {
-      writeLine(io.stderr, io.secrets, `qbhealth ${command.name}: ${err.message}`);
+      // A command does not retry: it says so, and what to do, rather than promising a retry.
+      const advice = err instanceof DatabaseUnreachableError ? `. Nothing was retried (exit 75): run \`qbhealth ${command.name}\` again once PostgreSQL is reachable` : '';
+      writeLine(io.stderr, io.secrets, `qbhealth ${command.name}: ${err.message}${advice}`);
       return err.exitCode;
     }
     // Not an anticipated failure: show everything we have, scrubbed, so it can be reported.

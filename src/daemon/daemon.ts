@@ -18,7 +18,7 @@ import { WebhookNotifier } from '../escalate/notifier.js';
 import { coerceError, ExitCode, OperatorError } from '../errors.js';
 import { HealthServer } from '../http/server.js';
 import { Metrics } from '../http/metrics.js';
-import { LogEvent, type Logger, type SecretRegistry } from '../log.js';
+import { LogEvent, RepeatLimiter, type Logger, type SecretRegistry } from '../log.js';
 import { Prober, type ProbeOutcome } from '../probe/prober.js';
 import { TokenCipher } from '../quickbooks/cipher.js';
 import { IntuitOAuth } from '../quickbooks/oauth.js';
@@ -53,6 +53,8 @@ export class Daemon {
   private knownRealms: string[] = [];
   /** Realms the staleness check has raised `monitor_stalled` for. */
   private readonly stalled = new Set<string>();
+  /** Warnings an outage repeats every few seconds are written once a minute, with a count. */
+  private readonly repeats = new RepeatLimiter();
   private cycle: Promise<void> | undefined;
   private cycleDbOutcome: DbOutcome | undefined;
   private dbCheckRunning = false;
@@ -209,7 +211,8 @@ export class Daemon {
       }
     } catch (err) {
       this.markDb(false, coerceError(err).message);
-      this.log.warn({ event: LogEvent.dbConnectionError, err }, 'PostgreSQL health check failed');
+      const admitted = this.repeats.admit('db-check');
+      if (admitted) this.log.warn({ event: LogEvent.dbConnectionError, err, ...admitted }, 'PostgreSQL health check failed (repeats are counted, not logged, for a minute)');
     } finally {
       this.dbCheckRunning = false;
     }
@@ -222,7 +225,10 @@ export class Daemon {
   private markDb(reachable: boolean, error: string | undefined): void {
     const was = this.state.db.reachable;
     this.state.db = { reachable, checkedAt: new Date(), error };
-    if (reachable && !was && this.tasks.length > 0) this.log.info({ event: LogEvent.dbRecovered }, 'PostgreSQL is reachable again');
+    if (reachable && !was && this.tasks.length > 0) {
+      const suppressed = this.repeats.clear('db-check') + this.repeats.clear('list-realms');
+      this.log.info({ event: LogEvent.dbRecovered, suppressed }, 'PostgreSQL is reachable again');
+    }
   }
 
   /** Database outcomes within one cycle (or check) count once: the worst one. */
@@ -291,7 +297,8 @@ export class Daemon {
       this.knownRealms = (await this.store.listRealms()).map((r) => r.realmId);
     } catch (err) {
       if (!isDatabaseUnavailable(err) && !isSchemaGap(err)) throw err;
-      this.log.warn({ event: LogEvent.dbReadFailed, err, realms: this.knownRealms.length }, 'cannot list realms from PostgreSQL; probing the realms known before');
+      const admitted = this.repeats.admit('list-realms');
+      if (admitted) this.log.warn({ event: LogEvent.dbReadFailed, err, realms: this.knownRealms.length, ...admitted }, 'cannot list realms from PostgreSQL; probing the realms known before (repeats are counted, not logged, for a minute)');
       this.noteDbOutcome(describeDbFailure(err, 'read'));
     }
     return this.knownRealms;

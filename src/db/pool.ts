@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { coerceError, ExitCode, OperatorError, withCleanup } from '../errors.js';
-import { LogEvent, type Logger } from '../log.js';
+import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
 
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;
@@ -28,15 +28,18 @@ export function createPool(opts: PoolOptions, log: Logger): Pool {
   });
   // An idle client whose server connection drops emits 'error' on the pool; without a listener
   // Node treats it as unhandled and the process dies. The next query reports the outage itself.
+  const repeats = new RepeatLimiter();
   pool.on('error', (err) => {
-    log.warn({ event: LogEvent.dbConnectionError, err }, 'idle PostgreSQL connection failed');
+    const admitted = repeats.admit('idle');
+    if (admitted) log.warn({ event: LogEvent.dbConnectionError, err, ...admitted }, 'idle PostgreSQL connection failed (repeats are counted, not logged, for a minute)');
   });
   // A checked-out client whose connection drops between two statements emits 'error' with no
   // listener of the pool's (that one covers idle clients only), which Node turns into an uncaught
   // exception. The statement that follows fails on its own and is reported by its caller.
   pool.on('connect', (client) => {
     client.on('error', (err) => {
-      log.warn({ event: LogEvent.dbConnectionError, err }, 'PostgreSQL connection lost while in use');
+      const admitted = repeats.admit('in-use');
+      if (admitted) log.warn({ event: LogEvent.dbConnectionError, err, ...admitted }, 'PostgreSQL connection lost while in use (repeats are counted, not logged, for a minute)');
     });
   });
   return pool;
@@ -111,11 +114,21 @@ export function connectionFailure(thrown: unknown): OperatorError {
     );
   }
   const reason = code && NETWORK_CODES.has(code) ? `${code}` : err.message;
-  return new OperatorError(
-    `PostgreSQL is unreachable (${reason}${reason === err.message ? '' : `: ${err.message}`}). Check that the server is up and that DATABASE_URL's host and port are right; this is retried.`,
-    ExitCode.temporaryFailure,
+  return new DatabaseUnreachableError(
+    `PostgreSQL is unreachable (${reason}${reason === err.message ? '' : `: ${err.message}`}). Check that the server is up and that DATABASE_URL's host and port are right`,
     { cause: err },
   );
+}
+
+/**
+ * PostgreSQL could not be reached (exit 75). Who retries differs: PM2 restarts the daemon, while a
+ * `qbhealth` command does not retry at all; each caller says which (`retryAdvice`).
+ */
+export class DatabaseUnreachableError extends OperatorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, ExitCode.temporaryFailure, options);
+    this.name = 'DatabaseUnreachableError';
+  }
 }
 
 /** Runs `fn` with a client checked out of the pool, mapping a failure to connect to `connectionFailure`. */

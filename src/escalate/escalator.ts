@@ -8,7 +8,7 @@
  */
 import { alertsTable as A } from '../db/schema.js';
 import { inTransaction, withClient, type Pool } from '../db/pool.js';
-import { LogEvent, type Logger } from '../log.js';
+import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
 import type { AlertNotification, WebhookNotifier } from './notifier.js';
 
 export type AlertKind = AlertNotification['kind'];
@@ -86,6 +86,7 @@ const UPSERT_SQL = `${A.insert(COLUMNS)} ON CONFLICT (realm_id, kind) DO UPDATE 
 export class Escalator {
   private readonly states = new Map<string, AlertState>();
   private readonly dirty = new Set<string>();
+  private readonly repeats = new RepeatLimiter();
 
   constructor(
     private readonly pool: Pool,
@@ -235,9 +236,11 @@ export class Escalator {
         }),
       );
     } catch (err) {
-      this.log.warn({ event: LogEvent.dbWriteFailed, what: 'alert state', pending: keys.length, err }, 'alert state not saved yet; kept in memory');
+      const admitted = this.repeats.admit('persist');
+      if (admitted) this.log.warn({ event: LogEvent.dbWriteFailed, what: 'alert state', pending: keys.length, err, ...admitted }, 'alert state not saved yet; kept in memory (repeats are counted, not logged, for a minute)');
       return false;
     }
+    this.repeats.clear('persist');
     for (const k of keys) this.dirty.delete(k);
     return true;
   }

@@ -18,7 +18,7 @@ import type { QboEnvironment } from '../config.js';
 import { inTransaction, isDatabaseUnavailable, withClient, type Pool, type Queryable } from '../db/pool.js';
 import { tokensTable as T } from '../db/schema.js';
 import { coerceError } from '../errors.js';
-import { LogEvent, type Logger, type SecretRegistry } from '../log.js';
+import { LogEvent, RepeatLimiter, type Logger, type SecretRegistry } from '../log.js';
 import { TokenUnreadableError, type TokenCipher } from './cipher.js';
 import { raceSignal, type IntuitOAuth, type TokenSet } from './oauth.js';
 import { ErrorCode, IntuitFailure } from './outcome.js';
@@ -112,6 +112,7 @@ const COLUMNS = T.columnList([...WRITTEN_COLUMNS, 'company_name', 'revision']);
 export class TokenStore {
   private readonly lastRead = new Map<string, RealmTokens>();
   private readonly unsaved = new Map<string, UnsavedPair>();
+  private readonly repeats = new RepeatLimiter();
   /**
    * The refresh under way for each realm, including one whose probe has given up waiting. A later
    * probe of the realm joins it rather than queueing for the row lock it holds: a slow token
@@ -168,7 +169,9 @@ export class TokenStore {
     } catch (err) {
       const cached = this.lastRead.get(realmId);
       if (!isDatabaseUnavailable(err) || !cached || !this.isFresh(cached)) throw err;
-      this.log.warn({ event: LogEvent.dbReadFailed, realmId, err }, 'PostgreSQL unreachable: probing with the access token read earlier');
+      // One line an outage (a minute), not one per realm per cycle.
+      const admitted = this.repeats.admit('token-cache');
+      if (admitted) this.log.warn({ event: LogEvent.dbReadFailed, realmId, err, ...admitted }, 'PostgreSQL unreachable: probing with the access tokens read earlier (repeats are counted, not logged, for a minute)');
       return cached;
     }
     if (tokens) this.lastRead.set(realmId, tokens);

@@ -8,7 +8,7 @@
 import { insertProbeResults } from '../db/queries.js';
 import { isDatabaseUnavailable, isSchemaGap, sqlState, type Pool } from '../db/pool.js';
 import { coerceError, ExitCode, OperatorError } from '../errors.js';
-import { LogEvent, type Logger } from '../log.js';
+import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
 import type { ProbeResult } from '../probe/result.js';
 import type { ReplayOutcome, Spool } from './spool.js';
 
@@ -54,6 +54,8 @@ const MAX_BATCH = 500;
 
 export class Recorder {
   private queue: Pending[] = [];
+  /** A write failing every cycle is logged once a minute, with a count; the spool and the alert say the rest. */
+  private readonly repeats = new RepeatLimiter();
   private draining: Promise<void> | undefined;
 
   constructor(
@@ -89,7 +91,8 @@ export class Recorder {
       return true;
     } catch (err) {
       const failure = describeDbFailure(err);
-      this.log.error({ event: LogEvent.dbWriteFailed, kind: failure.kind, pending: this.spool.pending, err }, `spool replay stopped: ${failure.summary}`);
+      const admitted = this.repeats.admit(`replay:${failure.kind}`);
+      if (admitted) this.log.error({ event: LogEvent.dbWriteFailed, kind: failure.kind, pending: this.spool.pending, err, ...admitted }, `spool replay stopped: ${failure.summary}`);
       this.onOutcome(failure);
       return false;
     }
@@ -114,11 +117,13 @@ export class Recorder {
       await insertProbeResults(this.pool, results);
     } catch (err) {
       const failure = describeDbFailure(err);
-      this.log.error({ event: LogEvent.dbWriteFailed, kind: failure.kind, count: results.length, err }, failure.summary);
+      const admitted = this.repeats.admit(`write:${failure.kind}`);
+      if (admitted) this.log.error({ event: LogEvent.dbWriteFailed, kind: failure.kind, count: results.length, err, ...admitted }, failure.summary);
       this.onOutcome(failure);
       return this.toSpool(results);
     }
     this.onOutcome({ ok: true });
+    for (const key of ['write:database', 'write:schema', 'replay:database', 'replay:schema']) this.repeats.clear(key);
     return 'database';
   }
 

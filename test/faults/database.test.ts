@@ -80,6 +80,7 @@ describe('PostgreSQL stopped under the daemon (a server of its own)', () => {
     try {
       const base = await daemon.url();
       await daemon.waitFor('probe.succeeded', { count: 2 });
+      const outageFrom = daemon.lines.length;
       await stop();
       await daemon.waitFor('spool.appended', { count: 2 });
       // A probe that needs PostgreSQL for its tokens (the access token refused, so a refresh is
@@ -102,6 +103,19 @@ describe('PostgreSQL stopped under the daemon (a server of its own)', () => {
       // The warn line (logs are written asynchronously, so it may follow the response).
       await daemon.waitFor('db.read_failed', { where: (l) => l.what === 'status report' && l.level === 40 });
       expect(spooledIds(e.SPOOL_DIR as string).length).toBeGreaterThan(0);
+      // The log stays readable through the outage: besides the probes' own lines, the spool's,
+      // the cycle summaries and the alerts, each warning is written once (repeats are counted),
+      // and no expected failure (PostgreSQL unreachable, a classified Intuit answer) has a stack.
+      await daemon.waitFor('scheduler.cycle_completed', { count: 8, where: (l) => daemon.lines.indexOf(l) >= outageFrom });
+      const outage = daemon.lines.slice(outageFrom);
+      const perCycle = new Set(['probe.succeeded', 'probe.failed', 'scheduler.cycle_completed', 'spool.appended', 'alert.raised', 'alert.repeated', 'alert.resolved']);
+      const repeated = outage.filter((l) => !perCycle.has(String(l.event)) && !(l.event === 'db.read_failed' && l.what === 'status report'));
+      const kinds = repeated.map((l) => `${String(l.event)} ${String(l.msg)}`);
+      expect(kinds.length, kinds.join('\n')).toBe(new Set(kinds).size);
+      expect(outage.filter((l) => JSON.stringify(l.err ?? {}).includes('"stack"'))).toEqual([]);
+      const cycles = outage.filter((l) => l.event === 'scheduler.cycle_completed').length;
+      expect(cycles).toBeGreaterThanOrEqual(8);
+      expect(outage.length).toBeLessThan(cycles * 5 + 20);
       await start();
       await daemon.waitFor('spool.replayed', { where: (l) => Number(l.count) > 0 });
       await daemon.waitFor('alert.resolved', { where: (l) => l.kind === 'database' });
