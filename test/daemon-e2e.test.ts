@@ -229,7 +229,8 @@ describe('the daemon, end to end', () => {
       daemon.child.kill('SIGINT');
       const exit = await daemon.exited;
       expect(exit.code).toBe(1);
-      expect(daemon.events('daemon.stop_forced').at(-1)?.msg).toMatch(/second SIGINT: exiting now/);
+      expect(daemon.events('daemon.stop_forced')).toEqual([expect.objectContaining({ msg: expect.stringMatching(/second SIGINT: exiting now/) })]);
+      expect(daemon.events('daemon.stopping')).toHaveLength(1);
       expect(daemon.events('daemon.stopped')).toEqual([]);
     } finally {
       sim.latencyMs = 0;
@@ -239,6 +240,7 @@ describe('the daemon, end to end', () => {
   it('start-up failures exit with the contract\'s codes and say what to do: 78 config, 75 database down, 65 schema', async () => {
     const invalid = spawnDaemon({ DATABASE_URL: 'mysql://x', TOKEN_ENCRYPTION_KEY: 'short' });
     expect((await invalid.exited).code).toBe(78);
+    expect(invalid.events('config.invalid')).toHaveLength(1);
     expect(invalid.events('config.invalid')[0]).toMatchObject({ level: 60, problems: expect.arrayContaining([expect.stringMatching(/^DATABASE_URL/), expect.stringMatching(/^QBO_CLIENT_ID/)]) });
     expect(invalid.stderr()).toContain('configuration invalid');
 
@@ -246,7 +248,7 @@ describe('the daemon, end to end', () => {
     const base = daemonEnv(db.url, sim);
     const down = spawnDaemon({ ...base, DATABASE_URL: 'postgres://postgres:x@127.0.0.1:1/none' });
     expect((await down.exited).code).toBe(75);
-    expect(down.events('daemon.fatal')[0]?.msg).toMatch(/PostgreSQL is unreachable \(ECONNREFUSED.*this is retried/);
+    expect(down.events('daemon.fatal')).toEqual([expect.objectContaining({ msg: expect.stringMatching(/PostgreSQL is unreachable \(ECONNREFUSED.*this is retried/) })]);
 
     const unmigrated = spawnDaemon({ ...base, MIGRATE_ON_START: 'false' });
     expect((await unmigrated.exited).code).toBe(65);
