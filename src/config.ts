@@ -7,10 +7,10 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseEnv } from 'node:util';
 import cron from 'node-cron';
-import { basicCredentials } from './log.js';
+import { basicCredentials, type LogLevel } from './log.js';
 
 export type QboEnvironment = 'sandbox' | 'production';
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+export type { LogLevel } from './log.js';
 
 /** What the commands that touch only PostgreSQL need (`migrate`, `check-schema`). */
 export interface DatabaseConfig {

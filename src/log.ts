@@ -12,7 +12,9 @@
  */
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { pino, type Logger, type DestinationStream } from 'pino';
-import type { LogLevel } from './config.js';
+
+/** pino's levels, as LOG_LEVEL accepts them (config.ts validates against this). */
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 import { errorEssentials, OperatorError } from './errors.js';
 
 export type { Logger } from 'pino';
