@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { fetchCompanyInfo } from '../src/quickbooks/api.js';
 import { IntuitOAuth } from '../src/quickbooks/oauth.js';
 import { IntuitFailure } from '../src/quickbooks/outcome.js';
-import { deadlineSignal } from '../src/quickbooks/token-store.js';
+import { deadlineSignal } from '../src/deadline.js';
 
 const BASE = 'https://sandbox-quickbooks.api.intuit.com';
 const TOKEN_URL = 'https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer';

@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { startSimulator, type Simulator } from '../src/simulator/simulator.js';
-import { deadlineSignal } from '../src/quickbooks/token-store.js';
+import { deadlineSignal } from '../src/deadline.js';
 import type { TestDatabase } from './support/db.js';
 import { CLIENT_ID, CLIENT_SECRET, migratedDatabase, monitor, type Monitor } from './support/qbo.js';
 

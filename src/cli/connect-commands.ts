@@ -5,7 +5,7 @@ import { fetchCompanyInfo } from '../quickbooks/api.js';
 import { parseListenAddress, startCallbackServer, type CallbackParams } from '../quickbooks/callback-server.js';
 import type { TokenSet } from '../quickbooks/oauth.js';
 import { ErrorCode, IntuitFailure } from '../quickbooks/outcome.js';
-import { deadlineSignal } from '../quickbooks/token-store.js';
+import { deadlineSignal } from '../deadline.js';
 import { writeLine, type Command } from './command.js';
 import { databaseFailure, days, intuitExitCode, realmOption, requireRealm } from './qbo-commands.js';
 import { withRuntime, type Runtime } from './runtime.js';

@@ -13,7 +13,8 @@ import { coerceError } from '../errors.js';
 import { fetchCompanyInfo, type CompanyInfo } from '../quickbooks/api.js';
 import { TokenUnreadableError } from '../quickbooks/cipher.js';
 import { ErrorCode, IntuitFailure } from '../quickbooks/outcome.js';
-import { deadlineSignal, RealmDisconnectedError, type RealmTokens, type TokenStore } from '../quickbooks/token-store.js';
+import { deadlineSignal } from '../deadline.js';
+import { RealmDisconnectedError, type RealmTokens, type TokenStore } from '../quickbooks/token-store.js';
 import { LogEvent, type Logger, type SecretRegistry } from '../log.js';
 import type { ProbeResult } from './result.js';
 

@@ -2,7 +2,7 @@
 import { pino } from 'pino';
 import { forEachLimited } from '../../src/for-each-limited.js';
 import { IntuitOAuth } from '../../src/quickbooks/oauth.js';
-import { deadlineSignal } from '../../src/quickbooks/token-store.js';
+import { deadlineSignal } from '../../src/deadline.js';
 import { startSimulator, type Simulator } from '../../src/simulator/simulator.js';
 import { CLIENT_ID, CLIENT_SECRET, migratedDatabase, monitor } from './qbo.js';
 import type { TestDatabase } from './db.js';
