@@ -27,6 +27,8 @@ export interface Command {
   /** Exit codes this command can end with, and what each means here. */
   readonly exitCodes: ReadonlyArray<readonly [number, string]>;
   run(io: CliIO, values: Readonly<Record<string, string | boolean | undefined>>): Promise<number>;
+  /** `qbhealth <name> <subcommand> [options]`: the subcommand runs instead (this one's run is not called). */
+  readonly subcommands?: readonly Command[];
 }
 
 export function writeLine(stream: Writable, secrets: SecretRegistry, text = ''): void {

@@ -9,6 +9,7 @@ import { rotateKeyCommand } from './key-commands.js';
 import { importTokensCommand, probeCommand } from './qbo-commands.js';
 import { pruneCommand, statusCommand } from './status-commands.js';
 import { simulatorCommand } from './simulator-command.js';
+import { schemaCommand } from './schema-commands.js';
 
 export const COMMANDS: readonly Command[] = [
   statusCommand,
@@ -21,6 +22,7 @@ export const COMMANDS: readonly Command[] = [
   pruneCommand,
   rotateKeyCommand,
   simulatorCommand,
+  schemaCommand,
 ];
 
 export function mainHelp(): string {
@@ -92,12 +94,49 @@ export async function runCli(argv: readonly string[], io: CliIO): Promise<number
     writeLine(io.stdout, io.secrets, mainHelp());
     return ExitCode.ok;
   }
-  const command = COMMANDS.find((c) => c.name === name);
-  if (!command) {
+  const found = COMMANDS.find((c) => c.name === name);
+  if (!found) {
     const near = closest(name, COMMANDS.map((c) => c.name));
     return usageError(io, `unknown command "${name}"${near ? ` (did you mean \`qbhealth ${near}\`?)` : ''}`, mainHelp());
   }
+  const resolved = found.subcommands ? resolveSubcommand(io, found, rest) : { command: found, rest };
+  if (typeof resolved === 'number') return resolved;
+  return runCommand(io, resolved.command, resolved.rest);
+}
 
+/** Help for a command made of subcommands (`qbhealth schema`). */
+export function groupHelp(group: Command): string {
+  const subs = group.subcommands ?? [];
+  const width = Math.max(...subs.map((c) => c.name.length));
+  return [
+    `usage: qbhealth ${group.name} <subcommand> [options]`,
+    '',
+    group.description,
+    '',
+    'subcommands:',
+    ...subs.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    '',
+    `Run \`qbhealth ${group.name} <subcommand> --help\` for a subcommand's options and exit codes.`,
+  ].join('\n');
+}
+
+/** `qbhealth schema snapshot …` runs `snapshot`, named `schema snapshot` in its help and messages. */
+function resolveSubcommand(io: CliIO, group: Command, args: readonly string[]): { command: Command; rest: readonly string[] } | number {
+  const [subName, ...rest] = args;
+  if (subName === '--help' || subName === '-h') {
+    writeLine(io.stdout, io.secrets, groupHelp(group));
+    return ExitCode.ok;
+  }
+  if (subName === undefined) return usageError(io, `\`qbhealth ${group.name}\` needs a subcommand`, groupHelp(group));
+  const sub = group.subcommands?.find((c) => c.name === subName);
+  if (!sub) {
+    const near = closest(subName, (group.subcommands ?? []).map((c) => c.name));
+    return usageError(io, `unknown subcommand "${subName}"${near ? ` (did you mean \`qbhealth ${group.name} ${near}\`?)` : ''}`, groupHelp(group));
+  }
+  return { command: { ...sub, name: `${group.name} ${sub.name}` }, rest };
+}
+
+async function runCommand(io: CliIO, command: Command, rest: readonly string[]): Promise<number> {
   const options: NonNullable<ParseArgsConfig['options']> = { help: { type: 'boolean', short: 'h' } };
   for (const [optionName, spec] of Object.entries(command.options)) options[optionName] = { type: spec.type };
   let values: Record<string, string | boolean | undefined>;
