@@ -49,6 +49,15 @@ export interface Config extends DatabaseConfig {
   readonly qboRevokeUrl: string;
   /** Where `qbhealth connect` sends the browser for consent (QBO_AUTHORIZE_URL). */
   readonly qboAuthorizeUrl: string;
+  /**
+   * Schema watch of the application that shares the database (absolute paths; the watch is off
+   * when both are unset): SCHEMA_WATCH_MANIFEST, a `qbhealth schema snapshot` manifest, and
+   * SCHEMA_WATCH_QUERIES, a directory of the application's .sql files.
+   */
+  readonly schemaWatchManifest: string | undefined;
+  readonly schemaWatchQueries: string | undefined;
+  /** SCHEMA_WATCH_SCHEDULE: when the watch re-checks (node-cron, 5 or 6 fields). */
+  readonly schemaWatchSchedule: string;
 }
 
 export type ConfigScope = 'database' | 'full';
@@ -230,14 +239,28 @@ function decodeEncryptionKey(r: Reader, name: string, value: string | undefined)
   return key;
 }
 
-function parseSchedule(r: Reader): string {
-  const value = r.string('PROBE_SCHEDULE', '* * * * *');
+function parseSchedule(r: Reader, name = 'PROBE_SCHEDULE', fallback = '* * * * *'): string {
+  const value = r.string(name, fallback);
   if (!cron.validate(value)) {
     r.problems.push(
-      `PROBE_SCHEDULE: must be a cron expression of 5 fields (minute hour day month weekday) or 6 (seconds first), e.g. "*/5 * * * *" (got "${value}")`,
+      `${name}: must be a cron expression of 5 fields (minute hour day month weekday) or 6 (seconds first), e.g. "*/5 * * * *" (got "${value}")`,
     );
   }
   return value;
+}
+
+/**
+ * SCHEMA_WATCH_*: paths resolved against the working directory. Whether the manifest and the
+ * queries can be read, and are well-formed, is checked when the daemon starts (exit 78, one line).
+ */
+function parseSchemaWatch(r: Reader, cwd: string): Pick<Config, 'schemaWatchManifest' | 'schemaWatchQueries' | 'schemaWatchSchedule'> {
+  const manifest = r.string('SCHEMA_WATCH_MANIFEST', '');
+  const queries = r.string('SCHEMA_WATCH_QUERIES', '');
+  return {
+    schemaWatchManifest: manifest === '' ? undefined : path.resolve(cwd, manifest),
+    schemaWatchQueries: queries === '' ? undefined : path.resolve(cwd, queries),
+    schemaWatchSchedule: parseSchedule(r, 'SCHEMA_WATCH_SCHEDULE', '*/5 * * * *'),
+  };
 }
 
 function parseDatabaseScope(r: Reader): DatabaseConfig | undefined {
@@ -280,6 +303,7 @@ function parseFull(r: Reader, cwd: string): Config | undefined {
   });
   const qboRevokeUrl = r.httpUrl('QBO_REVOKE_URL', r.string('QBO_REVOKE_URL', INTUIT_REVOKE_URL), { secretValue: false });
   const qboAuthorizeUrl = r.httpUrl('QBO_AUTHORIZE_URL', r.string('QBO_AUTHORIZE_URL', INTUIT_AUTHORIZE_URL), { secretValue: false });
+  const schemaWatch = parseSchemaWatch(r, cwd);
 
   if (
     r.problems.length > 0 ||
@@ -319,6 +343,7 @@ function parseFull(r: Reader, cwd: string): Config | undefined {
     qboApiBaseUrl: qboApiBaseUrl.replace(/\/+$/, ''),
     qboRevokeUrl,
     qboAuthorizeUrl,
+    ...schemaWatch,
   };
 }
 

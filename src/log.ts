@@ -70,6 +70,14 @@ export const LogEvent = {
   daemonStopForced: 'daemon.stop_forced',
   /** Closing what a failed start had opened failed too (the start failure is reported on its own). */
   daemonCleanupFailed: 'daemon.cleanup_failed',
+  /** Schema watch (SCHEMA_WATCH_*): the application's tables or queries no longer match (alert kind `schema`). */
+  schemaWatchDrift: 'schema_watch.drift',
+  /** Schema watch: what drifted is back; the alert resolves. */
+  schemaWatchRestored: 'schema_watch.restored',
+  /** Schema watch: a check that matched (debug) or the first one after start (info). */
+  schemaWatchChecked: 'schema_watch.checked',
+  /** Schema watch: a check could not run (PostgreSQL unreachable, manifest or queries unreadable); no verdict. */
+  schemaWatchCheckFailed: 'schema_watch.check_failed',
 } as const;
 
 export const REDACTED = '[redacted]';

@@ -27,6 +27,7 @@ import { RealmDisconnectedError, REFRESH_ANSWER_TIMEOUT_MS, TokenStore } from '.
 import { describeDbFailure, FatalError, Recorder, type DbOutcome } from '../recorder/recorder.js';
 import { Spool } from '../recorder/spool.js';
 import { HealthState } from './state.js';
+import { SchemaWatch } from '../schema-watch/watch.js';
 
 /** The daily retention prune runs at 03:17 local time, away from the top of the hour. */
 export const PRUNE_SCHEDULE = '17 3 * * *';
@@ -47,6 +48,8 @@ export class Daemon {
   private readonly store: TokenStore;
   private readonly prober: Prober;
   private readonly server: HealthServer;
+  /** SCHEMA_WATCH_*: the application's tables and queries, watched on the daemon's pool (catalog reads only). */
+  private readonly schemaWatch: SchemaWatch | undefined;
   private tasks: ScheduledTask[] = [];
   private probeTask: ScheduledTask | undefined;
   private timers: NodeJS.Timeout[] = [];
@@ -91,6 +94,16 @@ export class Daemon {
       log,
     );
     this.state.openAlerts = () => this.escalator.openAlerts();
+    this.schemaWatch =
+      config.schemaWatchManifest === undefined && config.schemaWatchQueries === undefined
+        ? undefined
+        : new SchemaWatch(
+            this.pool,
+            this.escalator,
+            log,
+            { manifestFile: config.schemaWatchManifest, queriesDir: config.schemaWatchQueries, schedule: config.schemaWatchSchedule },
+            (status) => (this.state.schemaWatch = status),
+          );
   }
 
   /** Start-up in the contract's order; any failure closes what was opened and throws an OperatorError. */
@@ -112,6 +125,8 @@ export class Daemon {
 
   private async boot(): Promise<void> {
     const { config, log } = this;
+    // A manifest or queries directory that cannot be used is configuration (exit 78), found first.
+    await this.schemaWatch?.loadInputs();
     await withClient(this.pool, (c) => c.query('SELECT 1'));
     this.markDb(true, undefined);
     if (config.migrateOnStart) await migrate(this.pool, log);
@@ -137,6 +152,7 @@ export class Daemon {
     }
     const restored = await this.escalator.load();
     if (restored > 0) log.info({ event: LogEvent.alertsRestored, openAlerts: restored }, `${restored} open alert(s) restored; they will not be raised again`);
+    await this.schemaWatch?.start();
     await this.checkTokensReadable();
 
     try {
@@ -514,6 +530,7 @@ export class Daemon {
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
     await this.stopScheduler();
+    await this.schemaWatch?.stop();
     await this.spool.close();
     await this.server.close();
     await this.pool.end();

@@ -4,6 +4,7 @@
  */
 import type { ProbeResult } from '../probe/result.js';
 import type { AlertState } from '../escalate/escalator.js';
+import type { SchemaWatchStatus } from '../schema-watch/watch.js';
 
 export interface RealmHealth {
   readonly realmId: string;
@@ -28,6 +29,8 @@ export class HealthState {
   eventLoopLagMs = 0;
   shuttingDown = false;
   openAlerts: () => readonly AlertState[] = () => [];
+  /** The schema watch's last check (SCHEMA_WATCH_*); undefined while the watch is off or has not checked. */
+  schemaWatch: SchemaWatchStatus | undefined;
 
   /** Realms the scheduler must probe, with when each became due a first result (start, or its connect). */
   readonly expected = new Map<string, Date>();

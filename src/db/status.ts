@@ -11,6 +11,7 @@
  */
 import type { Logger } from '../log.js';
 import { alertsTable as A, healthTable as H, tokensTable as T } from './schema.js';
+import { isSystemSubject } from '../escalate/escalator.js';
 import { createPool, inTransaction, withClient, type Pool, type Queryable } from './pool.js';
 
 export const TIMELINE_WIDTH = 48;
@@ -216,7 +217,7 @@ function stateOf(connection: string | null, lastStatus: string | null): RealmSta
 }
 
 const alertOf = (r: AlertRow): OpenAlert => ({
-  realmId: r.realm_id === '' ? null : r.realm_id,
+  realmId: isSystemSubject(r.realm_id) ? null : r.realm_id,
   kind: r.kind,
   severity: r.severity,
   since: r.since.toISOString(),

@@ -14,7 +14,20 @@ import type { AlertNotification, WebhookNotifier } from './notifier.js';
 export type AlertKind = AlertNotification['kind'];
 export type Severity = AlertNotification['severity'];
 
-/** `realmId` '' is the whole system (database, schema). */
+/**
+ * Alert subjects that are no realm. '' is the monitor's own database and schema. The schema watch
+ * of the application that shares the database has a subject of its own, so that its `schema`
+ * alert and the monitor's never resolve each other (a successful write of ours says nothing about
+ * the application's tables). QuickBooks realm ids are digits: a `system:` id is never a realm's.
+ * Either goes out with `realmId: null`.
+ */
+export const SystemSubject = { monitor: '', schemaWatch: 'system:schema-watch' } as const;
+
+export function isSystemSubject(realmId: string): boolean {
+  return realmId === SystemSubject.monitor || realmId.startsWith('system:');
+}
+
+/** `realmId` '' is the whole system (database, schema); see SystemSubject. */
 export interface AlertState {
   readonly realmId: string;
   readonly kind: AlertKind;
@@ -204,7 +217,7 @@ export class Escalator {
   /** Realms with an open alert or a running failure count. */
   realmsWithState(): Set<string> {
     const realms = new Set<string>();
-    for (const s of this.states.values()) if (s.realmId !== '' && (s.state === 'open' || s.consecutiveFailures > 0)) realms.add(s.realmId);
+    for (const s of this.states.values()) if (!isSystemSubject(s.realmId) && (s.state === 'open' || s.consecutiveFailures > 0)) realms.add(s.realmId);
     return realms;
   }
 
@@ -247,12 +260,13 @@ export class Escalator {
 
   private notify(s: AlertState, event: AlertNotification['event'], at: Date, reason?: string): void {
     s.lastNotifiedAt = at;
-    const about = s.realmId === '' ? '' : ` ${s.subject ?? `realm ${s.realmId}`}`;
+    const system = isSystemSubject(s.realmId);
+    const about = system ? (s.subject ? ` ${s.subject}` : '') : ` ${s.subject ?? `realm ${s.realmId}`}`;
     const fields = {
       event,
       severity: s.severity,
       kind: s.kind,
-      realmId: s.realmId === '' ? null : s.realmId,
+      realmId: system ? null : s.realmId,
       summary: s.summary,
       consecutiveFailures: s.consecutiveFailures,
       since: s.since.toISOString(),

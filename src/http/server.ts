@@ -12,6 +12,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isIPv4, type AddressInfo } from 'node:net';
 import { LogEvent, type Logger } from '../log.js';
 import type { HealthState } from '../daemon/state.js';
+import { isSystemSubject, SystemSubject } from '../escalate/escalator.js';
 import type { ProbeResult } from '../probe/result.js';
 import { ErrorCode } from '../quickbooks/outcome.js';
 import type { Metrics } from './metrics.js';
@@ -220,7 +221,7 @@ export class HealthDocument {
     const at = new Date(now).toISOString();
     const live = state.live(now);
     const alerts = state.openAlerts();
-    const shownAlerts = alerts.slice(0, 10).map((a) => `${a.kind}${a.realmId ? ` (realm ${a.realmId})` : ''} ${a.severity}`);
+    const shownAlerts = alerts.slice(0, 10).map((a) => `${a.kind}${isSystemSubject(a.realmId) ? (a.realmId === SystemSubject.schemaWatch ? ' (schema watch)' : '') : ` (realm ${a.realmId})`} ${a.severity}`);
     const dbStatus: Status = state.db.reachable ? 'pass' : 'fail';
     const system: Record<string, Check[]> = {
       'postgres:connection': [
@@ -267,6 +268,7 @@ export class HealthDocument {
         },
       ],
       'monitor:staleness': [staleness(state, now)],
+      ...(state.schemaWatch ? { 'postgres:schemaWatch': [schemaWatchCheck(state.schemaWatch)] } : {}),
     };
     for (const [key, list] of Object.entries(system)) for (const c of list) note(key, c.status);
     const status = state.shuttingDown ? 'fail' : worst(statuses);
@@ -282,6 +284,27 @@ export class HealthDocument {
     const json = `${head.slice(0, -1)},"checks":{"quickbooks:connection":[${connection.join(',')}],"quickbooks:refreshTokenExpiry":[${refresh.join(',')}],${systemJson}}}`;
     return { status, json };
   }
+}
+
+/**
+ * The schema watch (SCHEMA_WATCH_*): `fail` while objects the application relies on are missing or
+ * changed (its queries on them fail now: the incident), naming them; `warn` when the last check
+ * could not run (no verdict: PostgreSQL unavailable, an unreadable manifest), unless drift found
+ * before is still unresolved. `time` is when the check ended.
+ */
+function schemaWatchCheck(watch: NonNullable<HealthState['schemaWatch']>): Check {
+  const drifted = watch.drift.length > 0;
+  const status: Status = drifted ? 'fail' : watch.error !== undefined ? 'warn' : 'pass';
+  const shown = watch.drift.slice(0, 20).join(', ') + (watch.drift.length > 20 ? ', …' : '');
+  const notes = [drifted ? `${plural(watch.drift.length, 'difference')} from what the application expects: ${shown}` : '', watch.error ? `the last check could not run: ${watch.error}` : ''];
+  return {
+    componentType: ComponentType.datastore,
+    observedValue: watch.drift.length,
+    observedUnit: 'differences',
+    status,
+    time: watch.checkedAt.toISOString(),
+    ...(status === 'pass' ? {} : { output: notes.filter(Boolean).join('; ') }),
+  };
 }
 
 /** Realms without a recent result (HealthState.stalledRealms): the scheduler ticks but skips them. */
