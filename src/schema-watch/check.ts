@@ -5,8 +5,8 @@
  * a query file PostgreSQL cannot parse stops it too, with only those files named: a verdict on
  * the schema from a partly unreadable expectation would be half a check.
  */
-import { withClient, type Pool } from '../db/pool.js';
-import { ExitCode } from '../errors.js';
+import { connectionFailure, isDatabaseUnavailable, sqlState, SqlState, withClient, type Pool } from '../db/pool.js';
+import { coerceError, ExitCode, OperatorError } from '../errors.js';
 import { readTables } from './catalog.js';
 import { compareTables, describeDifference, objectOf, type Difference } from './compare.js';
 import { readManifest, type Manifest } from './manifest.js';
@@ -46,6 +46,8 @@ export async function runSchemaCheck(pool: Pool, inputs: WatchInputs): Promise<S
   const { differences, queryProblems } = await withClient(pool, async (client) => {
     const live = manifest ? await readTables(client, { tables: manifest.tables }) : [];
     return { differences: manifest ? compareTables(manifest.tables, live) : [], queryProblems: await checkQueries(client, queries) };
+  }).catch((err: unknown) => {
+    throw notCheckedError(err);
   });
   const invalid = queryProblems.filter((p) => p.verdict === 'invalid');
   if (invalid.length > 0) {
@@ -54,6 +56,24 @@ export async function runSchemaCheck(pool: Pool, inputs: WatchInputs): Promise<S
     );
   }
   return { tables: manifest?.tables.length ?? 0, queries: queries.length, differences, queryProblems, durationMs: Math.round(performance.now() - started) };
+}
+
+/**
+ * A check that did not happen is no verdict: PostgreSQL going away is exit 75 like not reaching it,
+ * and so is a lock or statement timeout (a migration holding a table, a stuck catalog): run it again.
+ */
+function notCheckedError(err: unknown): unknown {
+  if (err instanceof OperatorError) return err;
+  if (isDatabaseUnavailable(err)) return connectionFailure(err);
+  const code = sqlState(err);
+  if (code === SqlState.lockNotAvailable || code === SqlState.queryCanceled) {
+    return new OperatorError(
+      `PostgreSQL did not answer the check in time (${code}: ${coerceError(err).message}); a migration or a long statement may hold a lock on the tables. Nothing was changed; run it again`,
+      ExitCode.temporaryFailure,
+      { cause: err },
+    );
+  }
+  return err;
 }
 
 export function matches(result: SchemaCheckResult): boolean {
