@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readTables } from '../src/schema-watch/catalog.js';
 import { manifestOf, writeManifest } from '../src/schema-watch/manifest.js';
-import { scratchDir } from './support/cli.js';
+import { runQbhealth, scratchDir } from './support/cli.js';
 import { daemonEnv, spawnDaemon, webhookReceiver, type RunningDaemon, type WebhookReceiver } from './support/daemon.js';
 import { realmsFixture, type Fixture } from './support/realms.js';
 import { eventually } from './support/wait.js';
@@ -87,6 +87,13 @@ describe('daemon schema watch', () => {
         output: '1 difference from what the application expects: clinicsync_webhook_events.created_at',
       });
       expect(h.body.checks['alerts:open']?.[0]?.output).toContain('schema (schema watch) critical');
+    });
+
+    // qbhealth status lists it among the system alerts (not under a realm, not lost).
+    await eventually(async () => {
+      const status = await runQbhealth(['status'], { DATABASE_URL: fx.db.url });
+      expect(status.code).toBe(1);
+      expect(status.stdout).toMatch(/^system alerts:\n {2}CRITICAL schema since .*clinicsync_webhook_events\.created_at missing or changed/m);
     });
 
     // Probe cycles keep writing successfully meanwhile; that resolves the monitor's own schema
