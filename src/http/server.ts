@@ -328,6 +328,15 @@ function send(res: ServerResponse, status: number, contentType: string, body: st
   res.end(body);
 }
 
+/** `{"status":"pass"}` of /health/live and /health/ready, with its headers, made once: it is the common answer. */
+const PASS_BODY = Buffer.from(JSON.stringify({ status: 'pass' }));
+const PASS_HEADERS = { 'content-type': HEALTH_JSON, 'cache-control': 'no-store', 'content-length': PASS_BODY.length } as const;
+
+function sendPass(res: ServerResponse): void {
+  res.writeHead(200, PASS_HEADERS);
+  res.end(PASS_BODY);
+}
+
 export class HealthServer {
   private readonly server: Server;
   private readonly token: Buffer | undefined;
@@ -346,11 +355,15 @@ export class HealthServer {
     this.document = new HealthDocument(opts);
     this.token = opts.healthToken === undefined ? undefined : Buffer.from(`Bearer ${opts.healthToken}`);
     this.server = createServer((req, res) => {
-      this.handle(req, res).catch((err: unknown) => {
-        this.log.error({ event: LogEvent.httpError, path: req.url, err }, 'health endpoint failed');
-        if (!res.headersSent) send(res, 500, 'text/plain; charset=utf-8', 'internal error\n');
-        else res.destroy();
-      });
+      // Liveness and readiness are what load balancers and PM2 poll, often and from many places:
+      // they are answered synchronously from the request line as it came, without a URL split or
+      // a promise per request. Anything else (these paths with a query string too) is routed.
+      try {
+        if (this.answerProbe(req, res)) return;
+      } catch (err) {
+        return this.failed(req, res, err);
+      }
+      this.handle(req, res).catch((err: unknown) => this.failed(req, res, err));
     });
     // A health check must not hold sockets open for long; the load balancer reconnects.
     this.server.keepAliveTimeout = 5000;
@@ -467,23 +480,47 @@ export class HealthServer {
     return send(res, 200, 'application/json', body);
   }
 
+  /** A request that failed in our code: logged with its path, answered 500 when nothing was sent yet. */
+  private failed(req: IncomingMessage, res: ServerResponse, err: unknown): void {
+    this.log.error({ event: LogEvent.httpError, path: req.url, err }, 'health endpoint failed');
+    if (!res.headersSent) send(res, 500, 'text/plain; charset=utf-8', 'internal error\n');
+    else res.destroy();
+  }
+
+  /** Answers `GET`/`HEAD` of exactly `/health/live` or `/health/ready`; false for any other request. */
+  private answerProbe(req: IncomingMessage, res: ServerResponse): boolean {
+    const url = req.url;
+    if (url !== '/health/live' && url !== '/health/ready') return false;
+    if (req.method !== 'GET' && req.method !== 'HEAD') return false;
+    if (url === '/health/live') this.serveLive(res);
+    else this.serveReady(req, res);
+    return true;
+  }
+
+  private serveLive(res: ServerResponse): void {
+    const live = this.state.live();
+    if (live.ok) return sendPass(res);
+    send(res, 503, HEALTH_JSON, JSON.stringify({ status: 'fail', output: live.reason }));
+  }
+
+  private serveReady(req: IncomingMessage, res: ServerResponse): void {
+    const ready = this.state.ready();
+    if (ready.ok) return sendPass(res);
+    // Only a caller holding HEALTH_TOKEN sees the reason in full (PostgreSQL's error names hosts, users, databases).
+    const output = this.token && this.authorized(req) ? ready.reason : readinessSummary(this.state);
+    send(res, 503, HEALTH_JSON, JSON.stringify({ status: 'fail', output }));
+  }
+
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       return send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n', { allow: 'GET, HEAD' });
     }
     switch (path) {
-      case '/health/live': {
-        const live = this.state.live();
-        return send(res, live.ok ? 200 : 503, HEALTH_JSON, JSON.stringify(live.ok ? { status: 'pass' } : { status: 'fail', output: live.reason }));
-      }
-      case '/health/ready': {
-        const ready = this.state.ready();
-        if (ready.ok) return send(res, 200, HEALTH_JSON, JSON.stringify({ status: 'pass' }));
-        // Only a caller holding HEALTH_TOKEN sees the reason in full (PostgreSQL's error names hosts, users, databases).
-        const output = this.token && this.authorized(req) ? ready.reason : readinessSummary(this.state);
-        return send(res, 503, HEALTH_JSON, JSON.stringify({ status: 'fail', output }));
-      }
+      case '/health/live':
+        return this.serveLive(res);
+      case '/health/ready':
+        return this.serveReady(req, res);
       case '/health': {
         const doc = this.healthBytes();
         return send(res, doc.status === 'fail' ? 503 : 200, HEALTH_JSON, this.authorized(req) ? doc.full : doc.brief);

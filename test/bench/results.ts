@@ -1,7 +1,13 @@
 /**
  * Benchmark results: each benchmark appends rows to var/bench/results.json as it finishes, and
- * the run ends with a table on stdout (report.ts). A row compares a value with a baseline
- * measured in the same run; `ratio` is what the target is checked against.
+ * the run ends with a table on stdout (report.ts).
+ *
+ * Every judged figure is the median of several rounds, and the row carries the spread (min–max)
+ * of the per-round figures beside it: a verdict that one noisy round could flip shows up as a
+ * spread straddling the target. A row compared with a baseline measured in the same run judges
+ * the median of the per-round ratios (each round's ratio from its own, adjacent, baseline round),
+ * so a neighbour that slows the machine for a while slows both sides of that round alike. A row
+ * without a target is `reported`: printed, but neither met nor failed.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -9,19 +15,95 @@ import { fileURLToPath } from 'node:url';
 
 export const RESULTS_FILE = fileURLToPath(new URL('../../var/bench/results.json', import.meta.url));
 
+export type Verdict = 'pass' | 'fail' | 'reported';
+
 export interface BenchResult {
   readonly name: string;
+  /** The median of the per-round values. */
   readonly value: number;
   readonly unit: string;
+  /** The median of the per-round baseline values, when there is a baseline. */
   readonly baseline: number | null;
+  /** The median of the per-round ratios value / baseline (for probe_cycle: ideal / actual). */
   readonly ratio: number | null;
-  /** Human-readable target, e.g. ">= 0.85" or "<= 5 ms". */
-  readonly target: string;
-  readonly pass: boolean;
+  /** What the target judges: the ratio, or the value itself. */
+  readonly judged: 'ratio' | 'value';
+  /** Min and max of the per-round figures the judged one is the median of. */
+  readonly spread: readonly [number, number];
+  readonly rounds: number;
+  /** Human-readable target, e.g. "ratio >= 0.85" or "<= 5 ms"; null when the row is only reported. */
+  readonly target: string | null;
+  readonly verdict: Verdict;
   readonly command: string;
 }
 
 export const COMMAND = 'npm run bench';
+
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) throw new RangeError('median of no values');
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+
+const minMax = (xs: readonly number[]): [number, number] => [Math.min(...xs), Math.max(...xs)];
+
+function ratios(values: readonly number[], baselines: readonly number[]): number[] {
+  if (values.length !== baselines.length) throw new RangeError(`${values.length} rounds but ${baselines.length} baseline rounds`);
+  return values.map((v, i) => v / (baselines[i] as number));
+}
+
+/**
+ * The per-round figures of one row: `values[i]` and, when there is a baseline, `baselines[i]`
+ * measured next to it in the same round.
+ */
+export interface Rounds {
+  readonly values: readonly number[];
+  readonly baselines?: readonly number[];
+}
+
+function summarize(name: string, unit: string, r: Rounds): Omit<BenchResult, 'judged' | 'spread' | 'target' | 'verdict'> & { perRoundRatios: number[] | null } {
+  const perRoundRatios = r.baselines ? ratios(r.values, r.baselines) : null;
+  return {
+    name,
+    value: median(r.values),
+    unit,
+    baseline: r.baselines ? median(r.baselines) : null,
+    ratio: perRoundRatios ? median(perRoundRatios) : null,
+    rounds: r.values.length,
+    command: COMMAND,
+    perRoundRatios,
+  };
+}
+
+const passOrFail = (ok: boolean): Verdict => (ok ? 'pass' : 'fail');
+
+/** A row whose target is a minimum of the median per-round ratio value / baseline (higher is better). */
+export function ratioAtLeast(name: string, unit: string, r: Required<Rounds>, min: number): BenchResult {
+  const { perRoundRatios, ...s } = summarize(name, unit, r);
+  const ratio = s.ratio as number;
+  return { ...s, judged: 'ratio', spread: minMax(perRoundRatios as number[]), target: `ratio >= ${min}`, verdict: passOrFail(ratio >= min) };
+}
+
+/** A row whose target is an absolute ceiling on the median value (lower is better). */
+export function atMost(name: string, unit: string, r: Rounds, max: number): BenchResult {
+  const { perRoundRatios: _, ...s } = summarize(name, unit, r);
+  return { ...s, judged: 'value', spread: minMax(r.values), target: `<= ${max} ${unit}`, verdict: passOrFail(s.value <= max) };
+}
+
+/** A row whose target is an absolute floor on the median value (higher is better). */
+export function atLeast(name: string, unit: string, r: Rounds, min: number): BenchResult {
+  const { perRoundRatios: _, ...s } = summarize(name, unit, r);
+  return { ...s, judged: 'value', spread: minMax(r.values), target: `>= ${min} ${unit}`, verdict: passOrFail(s.value >= min) };
+}
+
+/** A row with no target: printed and kept, never counted as met or failed. Its spread is of the ratio when there is a baseline. */
+export function reported(name: string, unit: string, r: Rounds): BenchResult {
+  const { perRoundRatios, ...s } = summarize(name, unit, r);
+  return perRoundRatios
+    ? { ...s, judged: 'ratio', spread: minMax(perRoundRatios), target: null, verdict: 'reported' }
+    : { ...s, judged: 'value', spread: minMax(r.values), target: null, verdict: 'reported' };
+}
 
 export function readResults(): BenchResult[] {
   try {
@@ -45,29 +127,39 @@ export function record(...rows: BenchResult[]): void {
   for (const r of rows) process.stdout.write(`bench ${formatRow(r)}\n`);
 }
 
-const round = (n: number | null): string => (n === null ? '-' : Number.isInteger(n) ? String(n) : n >= 100 ? n.toFixed(0) : n.toFixed(3));
+/** Rows whose target failed, for the benchmark's own assertion (its message names the rounds). */
+export function failed(rows: readonly BenchResult[]): string[] {
+  return rows.filter((r) => r.verdict === 'fail').map((r) => `${r.name}: ${show(r.judged === 'ratio' ? r.ratio : r.value)} (spread ${spreadText(r)}) against ${String(r.target)}`);
+}
+
+const show = (n: number | null): string =>
+  n === null ? '-' : Number.isInteger(n) ? String(n) : Math.abs(n) >= 100 ? n.toFixed(0) : Math.abs(n) >= 10 ? n.toFixed(1) : n.toFixed(3);
+
+function spreadText(r: BenchResult): string {
+  const [lo, hi] = r.spread;
+  return `${show(lo)}–${show(hi)}${r.judged === 'value' ? ` ${r.unit}` : ''}`;
+}
+
+const COLUMNS = [46, 18, 18, 7, 24, 7, 22] as const;
+
+function line(cells: readonly string[]): string {
+  return cells.map((c, i) => (i < COLUMNS.length ? c.padEnd(COLUMNS[i] as number) : c)).join(' ');
+}
 
 export function formatRow(r: BenchResult): string {
-  return `${r.name.padEnd(34)} ${`${round(r.value)} ${r.unit}`.padEnd(18)} ${`baseline ${round(r.baseline)}`.padEnd(20)} ${`ratio ${round(r.ratio)}`.padEnd(14)} ${r.target.padEnd(22)} ${r.pass ? 'PASS' : 'FAIL'}`;
+  return line([
+    r.name,
+    `${show(r.value)} ${r.unit}`,
+    r.baseline === null ? '-' : show(r.baseline),
+    show(r.ratio),
+    spreadText(r),
+    String(r.rounds),
+    r.target ?? '-',
+    r.verdict.toUpperCase(),
+  ]);
 }
 
 export function table(rows: readonly BenchResult[]): string {
-  const header = `${'name'.padEnd(34)} ${'value'.padEnd(18)} ${'baseline'.padEnd(20)} ${'ratio'.padEnd(14)} ${'target'.padEnd(22)} result`;
+  const header = line(['name', 'value (median)', 'baseline (median)', 'ratio', 'spread (judged, min–max)', 'rounds', 'target', 'verdict']);
   return [header, '-'.repeat(header.length), ...rows.map(formatRow)].join('\n');
-}
-
-/** A row whose target is a minimum ratio of value to baseline (higher is better). */
-export function ratioAtLeast(name: string, value: number, unit: string, baseline: number, min: number): BenchResult {
-  const ratio = value / baseline;
-  return { name, value, unit, baseline, ratio, target: `ratio >= ${min}`, pass: ratio >= min, command: COMMAND };
-}
-
-/** A row whose target is an absolute ceiling (lower is better); the ratio is value / baseline when there is one. */
-export function atMost(name: string, value: number, unit: string, max: number, baseline: number | null = null): BenchResult {
-  return { name, value, unit, baseline, ratio: baseline ? value / baseline : null, target: `<= ${max} ${unit}`, pass: value <= max, command: COMMAND };
-}
-
-/** A row whose target is an absolute floor (higher is better). */
-export function atLeast(name: string, value: number, unit: string, min: number, baseline: number | null = null): BenchResult {
-  return { name, value, unit, baseline, ratio: baseline ? value / baseline : null, target: `>= ${min} ${unit}`, pass: value >= min, command: COMMAND };
 }
