@@ -128,6 +128,8 @@ function resolveSubcommand(io: CliIO, group: Command, args: readonly string[]): 
     return ExitCode.ok;
   }
   if (subName === undefined) return usageError(io, `\`qbhealth ${group.name}\` needs a subcommand`, groupHelp(group));
+  // An option before any subcommand is an option this command does not have (parseArgs' wording).
+  if (subName.startsWith('-')) return usageError(io, `Unknown option '${subName}'. Options go after the subcommand`, groupHelp(group));
   const sub = group.subcommands?.find((c) => c.name === subName);
   if (!sub) {
     const near = closest(subName, (group.subcommands ?? []).map((c) => c.name));
