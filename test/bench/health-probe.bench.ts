@@ -19,7 +19,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { daemonEnv, spawnDaemon, type RunningDaemon } from '../support/daemon.js';
-import { atMost, COMMAND, failed, median, ratioAtLeast, record, reported, type BenchResult } from './results.js';
+import { atMost, COMMAND, excessAtMost, failed, median, ratioAtLeast, record, reported, type BenchResult } from './results.js';
 import { realmsFixture, type Fixture } from '../support/realms.js';
 import { LOAD_CPU, pin, pinnedCommand, PINNED, SERVER_CPU } from './cpu.js';
 
@@ -33,6 +33,13 @@ const CONNECTIONS = 50;
  */
 const JUDGED = { rounds: 21, seconds: 2 } as const;
 const UNDER_PROBE = { rounds: 9, seconds: 4 } as const;
+/**
+ * The p99 latency target, as the daemon's p99 above the bare server's in the same round. Under a
+ * saturating load p99 is mostly queueing and descheduling: in one run a neighbour slowed this
+ * machine and the bare server's own median p99 was 8 ms, so an absolute 5 ms judged the
+ * machine. On a quiet machine the bare server's p99 is 1 ms, and 1 + 4 is the earlier 5 ms.
+ */
+const P99_OVER_BARE_MS = 4;
 /** Unrecorded load on each side first, so JIT warm-up is in no round. */
 const WARMUP_S = 2;
 
@@ -212,9 +219,9 @@ describe('health endpoint and probe cycle', () => {
     const live = await compare(load, 'health_endpoint_live', daemon, `${base}/health/live`, JUDGED);
     const rows = [
       ratioAtLeast('health_endpoint', 'req/s', rates(health), 0.85),
-      atMost('health_endpoint_p99', 'ms', p99s(health), 5),
+      excessAtMost('health_endpoint_p99', 'ms', p99s(health), P99_OVER_BARE_MS),
       ratioAtLeast('health_endpoint_live', 'req/s', rates(live), 0.85),
-      atMost('health_endpoint_live_p99', 'ms', p99s(live), 5),
+      excessAtMost('health_endpoint_live_p99', 'ms', p99s(live), P99_OVER_BARE_MS),
     ];
     record(...rows);
     expectTargetsMet(rows);

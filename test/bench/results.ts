@@ -26,8 +26,13 @@ export interface BenchResult {
   readonly baseline: number | null;
   /** The median of the per-round ratios value / baseline (for probe_cycle: ideal / actual). */
   readonly ratio: number | null;
-  /** What the target judges: the ratio, or the value itself. */
-  readonly judged: 'ratio' | 'value';
+  /**
+   * What the target judges: the ratio, the value itself, or the excess (each round's value minus
+   * the baseline measured next to it).
+   */
+  readonly judged: 'ratio' | 'value' | 'excess';
+  /** For an excess row: the median of the per-round excesses, which the target judges. */
+  readonly excess?: number;
   /** Min and max of the per-round figures the judged one is the median of. */
   readonly spread: readonly [number, number];
   readonly rounds: number;
@@ -91,6 +96,19 @@ export function atMost(name: string, unit: string, r: Rounds, max: number): Benc
   return { ...s, judged: 'value', spread: minMax(r.values), target: `<= ${max} ${unit}`, verdict: passOrFail(s.value <= max) };
 }
 
+/**
+ * A row whose target is a ceiling on how far the value exceeds its baseline, judged on the median
+ * of the per-round excesses (each round's value minus the baseline measured next to it). For
+ * latency under a saturating load, which measures the machine as much as the server: when a
+ * neighbour slows the machine, the bare server's p99 rises with ours.
+ */
+export function excessAtMost(name: string, unit: string, r: Required<Rounds>, max: number): BenchResult {
+  const { perRoundRatios, ...s } = summarize(name, unit, r);
+  const perRound = r.values.map((v, i) => v - (r.baselines[i] as number));
+  const excess = median(perRound);
+  return { ...s, ratio: perRoundRatios ? median(perRoundRatios) : null, judged: 'excess', excess, spread: minMax(perRound), target: `<= baseline + ${max} ${unit}`, verdict: passOrFail(excess <= max) };
+}
+
 /** A row whose target is an absolute floor on the median value (higher is better). */
 export function atLeast(name: string, unit: string, r: Rounds, min: number): BenchResult {
   const { perRoundRatios: _, ...s } = summarize(name, unit, r);
@@ -129,7 +147,14 @@ export function record(...rows: BenchResult[]): void {
 
 /** Rows whose target failed, for the benchmark's own assertion (its message names the rounds). */
 export function failed(rows: readonly BenchResult[]): string[] {
-  return rows.filter((r) => r.verdict === 'fail').map((r) => `${r.name}: ${show(r.judged === 'ratio' ? r.ratio : r.value)} (spread ${spreadText(r)}) against ${String(r.target)}`);
+  return rows.filter((r) => r.verdict === 'fail').map((r) => `${r.name}: ${judgedText(r)} (spread ${spreadText(r)}) against ${String(r.target)}`);
+}
+
+/** The median the verdict is on. */
+function judgedText(r: BenchResult): string {
+  if (r.judged === 'ratio') return `ratio ${show(r.ratio)}`;
+  if (r.judged === 'excess') return `${signed(r.excess ?? Number.NaN)} ${r.unit} over the baseline`;
+  return `${show(r.value)} ${r.unit}`;
 }
 
 const show = (n: number | null): string =>
@@ -137,7 +162,12 @@ const show = (n: number | null): string =>
 
 function spreadText(r: BenchResult): string {
   const [lo, hi] = r.spread;
+  if (r.judged === 'excess') return `${signed(lo)}–${signed(hi)} ${r.unit}`;
   return `${show(lo)}–${show(hi)}${r.judged === 'value' ? ` ${r.unit}` : ''}`;
+}
+
+function signed(n: number): string {
+  return n >= 0 ? `+${show(n)}` : show(n);
 }
 
 const COLUMNS = [46, 18, 18, 7, 24, 7, 22] as const;
