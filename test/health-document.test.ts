@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { HealthState } from '../src/daemon/state.js';
+import { HealthState } from '../src/health/state.js';
 import type { AlertState } from '../src/escalate/escalator.js';
 import { HealthDocument } from '../src/http/server.js';
-import type { ProbeResult } from '../src/probe/result.js';
+import type { ProbeResult } from '../src/probe-result.js';
 
 const DAY = 86_400_000;
 const now = Date.parse('2026-11-23T12:00:00Z');

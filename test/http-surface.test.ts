@@ -5,7 +5,7 @@
  * how many different windows are read at once.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { HealthState } from '../src/daemon/state.js';
+import { HealthState } from '../src/health/state.js';
 import { STATUS_APPLICATION_NAME, StatusReader, type StatusQuery, type StatusReport, type StatusSource } from '../src/db/status.js';
 import { Metrics } from '../src/http/metrics.js';
 import { HealthServer, STATUS_CACHE_MS, STATUS_MAX_LOADS } from '../src/http/server.js';

@@ -4,9 +4,9 @@
  * histogram, and a refused refresh token has no lifetime series left.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HealthState } from '../src/daemon/state.js';
+import { HealthState } from '../src/health/state.js';
 import { Metrics } from '../src/http/metrics.js';
-import type { ProbeResult } from '../src/probe/result.js';
+import type { ProbeResult } from '../src/probe-result.js';
 import { monitor, type Monitor } from './support/qbo.js';
 import { realmsFixture, type Fixture } from './support/realms.js';
 

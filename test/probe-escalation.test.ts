@@ -5,7 +5,7 @@ import { createPool, type Pool } from '../src/db/pool.js';
 import { Escalator } from '../src/escalate/escalator.js';
 import { WebhookNotifier } from '../src/escalate/notifier.js';
 import { escalateProbeResult } from '../src/escalate/probe-escalation.js';
-import type { ProbeResult } from '../src/probe/result.js';
+import type { ProbeResult } from '../src/probe-result.js';
 import type { ErrorCode } from '../src/quickbooks/outcome.js';
 import { captureLog } from './support/log.js';
 import { migratedDatabase } from './support/qbo.js';

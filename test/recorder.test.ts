@@ -8,7 +8,7 @@ import { createPool, type Pool } from '../src/db/pool.js';
 import { insertProbeResults } from '../src/db/queries.js';
 import { Escalator } from '../src/escalate/escalator.js';
 import { WebhookNotifier } from '../src/escalate/notifier.js';
-import type { ProbeResult } from '../src/probe/result.js';
+import type { ProbeResult } from '../src/probe-result.js';
 import { FatalError, Recorder, type DbOutcome } from '../src/recorder/recorder.js';
 import { CURRENT_FILE, Spool, type ReplayOutcome } from '../src/recorder/spool.js';
 import type { TestDatabase } from './support/db.js';

@@ -1,7 +1,7 @@
 /** Commands that talk to QuickBooks: import-tokens, probe (connect and disconnect are in connect-commands). */
 import { insertProbeResult } from '../db/queries.js';
 import { coerceError, ExitCode, OperatorError } from '../errors.js';
-import type { ProbeResult } from '../probe/result.js';
+import type { ProbeResult } from '../probe-result.js';
 import pRetry from 'p-retry';
 import { RealmDisconnectedError, type TokenStore } from '../quickbooks/token-store.js';
 import type { TokenSet } from '../quickbooks/oauth.js';

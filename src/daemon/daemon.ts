@@ -26,7 +26,7 @@ import { ErrorCode } from '../quickbooks/outcome.js';
 import { RealmDisconnectedError, REFRESH_ANSWER_TIMEOUT_MS, TokenStore } from '../quickbooks/token-store.js';
 import { describeDbFailure, FatalError, Recorder, type DbOutcome } from '../recorder/recorder.js';
 import { Spool } from '../recorder/spool.js';
-import { HealthState } from './state.js';
+import { HealthState } from '../health/state.js';
 import { SchemaWatch } from '../schema-watch/watch.js';
 
 /** The daily retention prune runs at 03:17 local time, away from the top of the hour. */

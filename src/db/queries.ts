@@ -1,7 +1,7 @@
 /** Named, parameterised queries on quickbooks_connection_health (identifiers from db/schema.ts). */
 import { healthTable as H } from './schema.js';
 import type { Queryable } from './pool.js';
-import type { ProbeResult } from '../probe/result.js';
+import type { ProbeResult } from '../probe-result.js';
 
 const INSERT_COLUMNS = [
   'probe_id',

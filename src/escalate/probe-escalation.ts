@@ -11,7 +11,7 @@
  * counts it as up, and probe_success is 1.
  */
 import { ErrorCode } from '../quickbooks/outcome.js';
-import type { ProbeResult } from '../probe/result.js';
+import type { ProbeResult } from '../probe-result.js';
 import type { Escalator } from './escalator.js';
 
 const DAY_MS = 86_400_000;

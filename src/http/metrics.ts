@@ -6,8 +6,8 @@
  * linter (`promtool check metrics`): base units (seconds), `_total` on counters only, help on all.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { ProbeResult } from '../probe/result.js';
-import type { HealthState } from '../daemon/state.js';
+import type { ProbeResult } from '../probe-result.js';
+import type { HealthState } from '../health/state.js';
 import { ErrorCode } from '../quickbooks/outcome.js';
 
 /**

@@ -16,7 +16,7 @@ import { ErrorCode, IntuitFailure } from '../quickbooks/outcome.js';
 import { deadlineSignal } from '../deadline.js';
 import { RealmDisconnectedError, type RealmTokens, type TokenStore } from '../quickbooks/token-store.js';
 import { LogEvent, type Logger, type SecretRegistry } from '../log.js';
-import type { ProbeResult } from './result.js';
+import type { ProbeResult } from '../probe-result.js';
 
 export interface ProberOptions {
   readonly apiBaseUrl: string;

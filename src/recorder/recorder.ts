@@ -9,7 +9,7 @@ import { insertProbeResults } from '../db/queries.js';
 import { isDatabaseUnavailable, isSchemaGap, sqlState, type Pool } from '../db/pool.js';
 import { coerceError, ExitCode, OperatorError } from '../errors.js';
 import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
-import type { ProbeResult } from '../probe/result.js';
+import type { ProbeResult } from '../probe-result.js';
 import type { ReplayOutcome, Spool } from './spool.js';
 
 /** What a database write told us, for escalation and readiness. */

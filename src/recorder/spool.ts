@@ -9,7 +9,7 @@
 import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { LogEvent, type Logger } from '../log.js';
-import type { ProbeResult } from '../probe/result.js';
+import type { ProbeResult } from '../probe-result.js';
 
 export const CURRENT_FILE = 'current.jsonl';
 const REPLAY_PATTERN = /^replay-\d{13}-\d{6}\.jsonl$/;

@@ -17,7 +17,7 @@ import { createPool } from '../../src/db/pool.js';
 import { insertProbeResults } from '../../src/db/queries.js';
 import { CURRENT_FILE, Spool } from '../../src/recorder/spool.js';
 import { freePort } from '../../src/dev/embedded-postgres.js';
-import type { ProbeResult } from '../../src/probe/result.js';
+import type { ProbeResult } from '../../src/probe-result.js';
 import { daemonEnv, MAIN } from '../support/daemon.js';
 import { migratedDatabase } from '../support/qbo.js';
 import { atLeast, atMost, COMMAND, failed, median, ratioAtLeast, record, reported, type BenchResult } from './results.js';

@@ -2,7 +2,7 @@
  * What the daemon knows right now, kept in memory so the health endpoints answer from it without
  * touching PostgreSQL or Intuit: a slow probe or a dead database never slows a health check.
  */
-import type { ProbeResult } from '../probe/result.js';
+import type { ProbeResult } from '../probe-result.js';
 import type { AlertState } from '../escalate/escalator.js';
 import type { SchemaWatchStatus } from '../schema-watch/watch.js';
 

@@ -1,4 +1,4 @@
-import type { ErrorCode } from '../quickbooks/outcome.js';
+import type { ErrorCode } from './quickbooks/outcome.js';
 
 /** One probe of one realm: what gets recorded, escalated and served. Never holds a token. */
 export interface ProbeResult {
