@@ -4,6 +4,7 @@
  * naming the variable and what is expected, and never echoing a secret's value.
  */
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { parseEnv } from 'node:util';
 import cron from 'node-cron';
@@ -58,6 +59,17 @@ export interface Config extends DatabaseConfig {
   readonly schemaWatchQueries: string | undefined;
   /** SCHEMA_WATCH_SCHEDULE: when the watch re-checks (node-cron, 5 or 6 fields). */
   readonly schemaWatchSchedule: string;
+  /**
+   * FLEET_INSTANCE_ID: this daemon's name among the daemons sharing the database (and its spool
+   * subdirectory). Default `<hostname>:<PORT>`, with `/<NODE_APP_INSTANCE>` under PM2.
+   */
+  readonly instanceId: string;
+  /** FLEET_HEARTBEAT_MS: how often a member renews its registration and its leases. */
+  readonly fleetHeartbeatMs: number;
+  /** FLEET_MEMBER_TTL_MS: a member whose heartbeat is older is dead; its leases are taken over. */
+  readonly fleetMemberTtlMs: number;
+  /** HEARTBEAT_URL: an external dead-man's switch, pinged after each completed cycle. */
+  readonly heartbeatUrl: string | undefined;
 }
 
 export type ConfigScope = 'database' | 'full';
@@ -304,6 +316,7 @@ function parseFull(r: Reader, cwd: string): Config | undefined {
   const qboRevokeUrl = r.httpUrl('QBO_REVOKE_URL', r.string('QBO_REVOKE_URL', INTUIT_REVOKE_URL), { secretValue: false });
   const qboAuthorizeUrl = r.httpUrl('QBO_AUTHORIZE_URL', r.string('QBO_AUTHORIZE_URL', INTUIT_AUTHORIZE_URL), { secretValue: false });
   const schemaWatch = parseSchemaWatch(r, cwd);
+  const fleet = parseFleet(r, port);
 
   if (
     r.problems.length > 0 ||
@@ -344,7 +357,28 @@ function parseFull(r: Reader, cwd: string): Config | undefined {
     qboRevokeUrl,
     qboAuthorizeUrl,
     ...schemaWatch,
+    ...fleet,
   };
+}
+
+const INSTANCE_ID = /^[A-Za-z0-9._:@/-]{1,128}$/;
+
+/** FLEET_*, HEARTBEAT_URL. The instance id must be unique among the daemons sharing one database. */
+function parseFleet(r: Reader, port: number): Pick<Config, 'instanceId' | 'fleetHeartbeatMs' | 'fleetMemberTtlMs' | 'heartbeatUrl'> {
+  const pm2Instance = r.string('NODE_APP_INSTANCE', '');
+  const fallback = `${hostname()}:${port}${pm2Instance === '' ? '' : `/${pm2Instance}`}`;
+  const instanceId = r.string('FLEET_INSTANCE_ID', fallback);
+  if (!INSTANCE_ID.test(instanceId)) {
+    r.problems.push(`FLEET_INSTANCE_ID: must be 1 to 128 letters, digits or . _ : @ / - (got "${instanceId}")`);
+  }
+  const fleetHeartbeatMs = r.integer('FLEET_HEARTBEAT_MS', 5000, 100, 600_000);
+  const fleetMemberTtlMs = r.integer('FLEET_MEMBER_TTL_MS', 3 * fleetHeartbeatMs, 300, 3_600_000);
+  if (fleetMemberTtlMs < 2 * fleetHeartbeatMs) {
+    r.problems.push(`FLEET_MEMBER_TTL_MS: must be at least twice FLEET_HEARTBEAT_MS (${fleetHeartbeatMs}), so that one late heartbeat is not a death (got ${fleetMemberTtlMs})`);
+  }
+  // Healthchecks.io and Cronitor URLs carry their check's secret in the path: never echoed.
+  const heartbeatUrl = r.httpUrl('HEARTBEAT_URL', r.optionalSecret('HEARTBEAT_URL'), { secretValue: true });
+  return { instanceId, fleetHeartbeatMs, fleetMemberTtlMs, heartbeatUrl };
 }
 
 export function parseConfig(env: Env, scope: 'database', cwd?: string): ConfigResult<DatabaseConfig>;

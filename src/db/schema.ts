@@ -150,5 +150,61 @@ export const alertsTable = new Table(
   [{ columns: ['realm_id', 'kind'], unique: true }],
 );
 
+/** Fleet members: one row per running daemon, kept alive by its heartbeat. */
+export const membersTable = new Table(
+  'quickbooks_monitor_members',
+  {
+    instance_id: { type: 'text', notNull: true },
+    host: { type: 'text', notNull: true },
+    pid: { type: 'integer', notNull: true },
+    version: { type: 'text', notNull: true },
+    health_address: { type: 'text' },
+    started_at: timestamptzNow,
+    heartbeat_at: timestamptzNow,
+  },
+  // Registration: ON CONFLICT (instance_id).
+  [{ columns: ['instance_id'], unique: true }],
+);
+
+/** Per realm: the lease a member probes it under, when it was last claimed and probed, its last result. */
+export const leasesTable = new Table(
+  'quickbooks_realm_leases',
+  {
+    realm_id: { type: 'text', notNull: true },
+    holder: { type: 'text' },
+    lease_seq: { type: 'bigint', notNull: true, default: '0' },
+    lease_until: timestamptz,
+    claimed_at: timestamptz,
+    probed_at: timestamptz,
+    probed_by: { type: 'text' },
+    last_result: { type: 'jsonb' },
+    last_success_at: timestamptz,
+  },
+  // New realms are added with ON CONFLICT (realm_id) DO NOTHING.
+  [{ columns: ['realm_id'], unique: true }, { columns: ['claimed_at'] }],
+);
+
+/** Alert notifications waiting for (or done with) delivery, one row per transition. */
+export const outboxTable = new Table(
+  'quickbooks_alert_outbox',
+  {
+    seq: { type: 'bigint', notNull: true, default: 'identity' },
+    notification_id: { type: 'uuid', notNull: true },
+    dedup_key: { type: 'text', notNull: true },
+    event: { type: 'text', notNull: true },
+    body: { type: 'jsonb', notNull: true },
+    created_at: timestamptzNow,
+    created_by: { type: 'text', notNull: true },
+    attempts: { type: 'integer', notNull: true, default: '0' },
+    next_attempt_at: timestamptzNow,
+    claimed_by: { type: 'text' },
+    claimed_until: timestamptz,
+    delivered_at: timestamptz,
+    delivered_by: { type: 'text' },
+    last_error: { type: 'text' },
+  },
+  [{ columns: ['notification_id'], unique: true }],
+);
+
 /** Every table the code uses; `check-schema` verifies exactly these. */
-export const SCHEMA: readonly TableSpec[] = [migrationsTable, healthTable, tokensTable, alertsTable];
+export const SCHEMA: readonly TableSpec[] = [migrationsTable, healthTable, tokensTable, alertsTable, membersTable, leasesTable, outboxTable];

@@ -12,7 +12,15 @@ import { LogEvent, type Logger } from '../log.js';
 export interface AlertNotification {
   readonly event: 'alert.raised' | 'alert.repeated' | 'alert.resolved';
   readonly severity: 'warning' | 'critical';
-  readonly kind: 'quickbooks_api' | 'quickbooks_auth' | 'database' | 'schema' | 'refresh_token_expiry' | 'quickbooks_throttled' | 'monitor_stalled';
+  readonly kind:
+    | 'quickbooks_api'
+    | 'quickbooks_auth'
+    | 'database'
+    | 'schema'
+    | 'refresh_token_expiry'
+    | 'quickbooks_throttled'
+    | 'monitor_stalled'
+    | 'monitor_instance_down';
   readonly realmId: string | null;
   readonly summary: string;
   readonly consecutiveFailures: number;
@@ -21,6 +29,12 @@ export interface AlertNotification {
   readonly intuitTid: string | null;
   /** Why an alert resolved without a success (e.g. the realm was disconnected by an operator). */
   readonly reason?: string;
+  /** Stable per notification (a retry carries the same one): receivers drop what they have seen. */
+  readonly notificationId: string;
+  /** Stable per alert (subject and kind), the same from every fleet member. */
+  readonly dedupKey: string;
+  /** The fleet member that recorded the transition. */
+  readonly instance: string;
   readonly text: string;
 }
 
@@ -124,7 +138,11 @@ export class WebhookNotifier {
     );
   }
 
-  private async deliver(notification: AlertNotification): Promise<void> {
+  /**
+   * One delivery, retried within its bound (p-retry); throws once it gives up. The outbox
+   * deliverer calls this directly: it keeps undelivered notifications in PostgreSQL instead.
+   */
+  async deliver(notification: AlertNotification): Promise<void> {
     const url = this.url;
     if (!url) return;
     await pRetry(
