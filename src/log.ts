@@ -78,6 +78,25 @@ export const LogEvent = {
   schemaWatchChecked: 'schema_watch.checked',
   /** Schema watch: a check could not run (PostgreSQL unreachable, manifest or queries unreadable); no verdict. */
   schemaWatchCheckFailed: 'schema_watch.check_failed',
+  /** Fleet: this daemon registered with the members sharing the database. */
+  fleetJoined: 'fleet.joined',
+  /** Fleet: this member's registration was gone (retired while it was stopped) and it registered again. */
+  fleetRejoined: 'fleet.rejoined',
+  /** Fleet: a heartbeat could not be written; after FLEET_MEMBER_TTL_MS the others take this member's realms. */
+  fleetHeartbeatFailed: 'fleet.heartbeat_failed',
+  /** Fleet: a clean stop handed the leases back and removed the registration. */
+  fleetLeft: 'fleet.left',
+  fleetLeaveFailed: 'fleet.leave_failed',
+  /** Fleet: another member stopped heartbeating (alert kind `monitor_instance_down`). */
+  fleetMemberDown: 'fleet.member_down',
+  /** Fleet: a member reported down heartbeats again, or was retired. */
+  fleetMemberBack: 'fleet.member_back',
+  /** A probe finished after this member's lease on the realm had expired and another member claimed it: the result is dropped. */
+  leaseLost: 'lease.lost',
+  /** Due realms could not be claimed from PostgreSQL: the member probes the realms it held last. */
+  leaseClaimFailed: 'lease.claim_failed',
+  /** HEARTBEAT_URL (the external dead-man's switch) could not be pinged. */
+  heartbeatUrlFailed: 'heartbeat_url.failed',
 } as const;
 
 export const REDACTED = '[redacted]';

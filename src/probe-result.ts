@@ -29,3 +29,16 @@ export interface ProbeResult {
   readonly refreshTokenExpiresAt: Date | undefined;
   readonly companyName: string | undefined;
 }
+
+/** A result read back from JSON (the fleet's view of realms another member probed); undefined when malformed. */
+export function reviveProbeResult(raw: unknown): ProbeResult | undefined {
+  if (typeof raw !== 'object' || raw === null) return undefined;
+  const r = raw as Record<string, unknown>;
+  const checkedAt = new Date(String(r.checkedAt));
+  if (typeof r.probeId !== 'string' || typeof r.realmId !== 'string' || Number.isNaN(checkedAt.getTime())) return undefined;
+  return {
+    ...(r as unknown as ProbeResult),
+    checkedAt,
+    refreshTokenExpiresAt: typeof r.refreshTokenExpiresAt === 'string' ? new Date(r.refreshTokenExpiresAt) : undefined,
+  };
+}

@@ -1,38 +1,52 @@
 /**
- * The long-running monitor: start-up (database, migrations, schema, spool, alert state, health
- * server, scheduler), the probe cycle, and an orderly shutdown. Every failure ends up somewhere
- * a human sees it: a log event, an alert, readiness, or the exit code.
+ * The daemon's wiring and lifecycle: start-up in the contract's order (database, migrations,
+ * schema, spool, alert state, fleet membership, health server, scheduler) and an orderly stop.
+ * The work itself lives in its rooms: the probe cycle and its claims beside the prober (probe/),
+ * the fleet's heartbeat and view (fleet/), the rules that turn results into alerts and the
+ * outbox (escalate/), the database watchdog (db/). Every failure ends up somewhere a human sees
+ * it: a log event, an alert, readiness, or the exit code.
  */
 import { access, constants } from 'node:fs/promises';
-import cron, { type ScheduledTask } from 'node-cron';
 import type { Config } from '../config.js';
-import { connectionFailure, createPool, isDatabaseUnavailable, isSchemaGap, withClient, type Pool } from '../db/pool.js';
-import { forEachLimited } from '../for-each-limited.js';
+import { connectionFailure, createPool, isDatabaseUnavailable, withClient, type Pool } from '../db/pool.js';
+import { describeDbFailure } from '../db/failure.js';
 import { migrate, migrationStatus } from '../db/migrate.js';
 import { pruneHistory } from '../db/prune.js';
+import { pruneOutbox } from '../db/alert-queries.js';
 import { StatusReader } from '../db/status.js';
 import { describeProblem, verifySchema } from '../db/verify.js';
+import { DatabaseWatchdog } from '../db/watchdog.js';
+import { DatabaseAlerts } from '../escalate/database-alerts.js';
 import { Escalator } from '../escalate/escalator.js';
-import { escalateProbeResult, tokenUnreadableSummary } from '../escalate/probe-escalation.js';
 import { WebhookNotifier } from '../escalate/notifier.js';
+import { OutboxDeliverer } from '../escalate/outbox.js';
+import { escalateOutcome, stalledSummary, tokenUnreadableSummary } from '../escalate/probe-escalation.js';
 import { coerceError, ExitCode, OperatorError } from '../errors.js';
+import { DeadMansSwitch } from '../fleet/dead-mans-switch.js';
+import { Membership } from '../fleet/membership.js';
+import { FleetWatch } from '../fleet/watch.js';
+import { HealthState } from '../health/state.js';
 import { HealthServer } from '../http/server.js';
 import { Metrics } from '../http/metrics.js';
-import { LogEvent, RepeatLimiter, type Logger, type SecretRegistry } from '../log.js';
-import { Prober, type ProbeOutcome } from '../probe/prober.js';
+import { LogEvent, type Logger, type SecretRegistry } from '../log.js';
+import { ProbeCycle } from '../probe/cycle.js';
+import { Prober } from '../probe/prober.js';
+import { Scheduler, schedulePeriodMs } from '../probe/scheduler.js';
 import { TokenCipher } from '../quickbooks/cipher.js';
 import { IntuitOAuth } from '../quickbooks/oauth.js';
-import { ErrorCode } from '../quickbooks/outcome.js';
-import { RealmDisconnectedError, REFRESH_ANSWER_TIMEOUT_MS, TokenStore } from '../quickbooks/token-store.js';
-import { describeDbFailure, FatalError, Recorder, type DbOutcome } from '../recorder/recorder.js';
-import { Spool } from '../recorder/spool.js';
-import { HealthState } from '../health/state.js';
+import { REFRESH_ANSWER_TIMEOUT_MS, TokenStore } from '../quickbooks/token-store.js';
+import { FatalError, Recorder } from '../recorder/recorder.js';
+import { instanceSpoolDir, Spool } from '../recorder/spool.js';
 import { SchemaWatch } from '../schema-watch/watch.js';
 
-/** The daily retention prune runs at 03:17 local time, away from the top of the hour. */
-export const PRUNE_SCHEDULE = '17 3 * * *';
+export { PRUNE_SCHEDULE } from '../probe/scheduler.js';
+
 const DB_CHECK_INTERVAL_MS = 5000;
 const HEARTBEAT_MS = 1000;
+/** Delivered notifications are kept this long in the outbox (the daily prune). */
+const OUTBOX_RETENTION_DAYS = 7;
+/** A realm is due again once this share of the schedule period has passed since its probe. */
+const DUE_SHARE = 0.75;
 
 export class Daemon {
   readonly state = new HealthState();
@@ -44,23 +58,25 @@ export class Daemon {
   private readonly spool: Spool;
   private readonly notifier: WebhookNotifier;
   private readonly escalator: Escalator;
+  private readonly dbAlerts: DatabaseAlerts;
+  private readonly outbox: OutboxDeliverer;
   private readonly recorder: Recorder;
   private readonly store: TokenStore;
   private readonly prober: Prober;
   private readonly server: HealthServer;
+  private readonly membership: Membership;
+  private readonly fleetWatch: FleetWatch;
+  private readonly cycleRunner: ProbeCycle;
+  private readonly scheduler: Scheduler;
+  private readonly watchdog: DatabaseWatchdog;
+  private readonly deadMansSwitch: DeadMansSwitch;
   /** SCHEMA_WATCH_*: the application's tables and queries, watched on the daemon's pool (catalog reads only). */
   private readonly schemaWatch: SchemaWatch | undefined;
-  private tasks: ScheduledTask[] = [];
-  private probeTask: ScheduledTask | undefined;
   private timers: NodeJS.Timeout[] = [];
   private knownRealms: string[] = [];
   /** Realms the staleness check has raised `monitor_stalled` for. */
   private readonly stalled = new Set<string>();
-  /** Warnings an outage repeats every few seconds are written once a minute, with a count. */
-  private readonly repeats = new RepeatLimiter();
   private cycle: Promise<void> | undefined;
-  private cycleDbOutcome: DbOutcome | undefined;
-  private dbCheckRunning = false;
   private stopping: Promise<void> | undefined;
   address: { host: string; port: number } | undefined;
 
@@ -68,15 +84,20 @@ export class Daemon {
     private readonly config: Config,
     private readonly log: Logger,
     secrets: SecretRegistry,
-    version: string,
+    private readonly version: string,
   ) {
+    const instanceId = config.instanceId;
     this.pool = createPool(
-      { databaseUrl: config.databaseUrl, applicationName: 'qbo-health-monitor', max: config.probeConcurrency + 3, statementTimeoutMs: 30_000, connectionTimeoutMs: 5000 },
+      { databaseUrl: config.databaseUrl, applicationName: `qbo-health-monitor ${instanceId}`.slice(0, 63), max: config.probeConcurrency + 3, statementTimeoutMs: 30_000, connectionTimeoutMs: 5000 },
       log,
     );
-    this.spool = new Spool(config.spoolDir, log);
+    this.spool = new Spool(instanceSpoolDir(config.spoolDir, instanceId), log, undefined, { instance: instanceId, adoptFrom: config.spoolDir });
     this.notifier = new WebhookNotifier(config.alertWebhookUrl, log);
-    this.escalator = new Escalator(this.pool, this.notifier, log, config);
+    const escalation = { alertAfterFailures: config.alertAfterFailures, alertRepeatMinutes: config.alertRepeatMinutes, instanceId };
+    this.escalator = new Escalator(this.pool, log, { ...escalation, notify: this.notifier.configured });
+    this.dbAlerts = new DatabaseAlerts(this.notifier, log, escalation);
+    this.outbox = new OutboxDeliverer(this.pool, this.notifier, log, { instanceId });
+    this.escalator.onNotified = () => this.outbox.poke();
     this.recorder = new Recorder(
       this.pool,
       this.spool,
@@ -93,7 +114,53 @@ export class Daemon {
       { healthToken: config.healthToken, refreshTokenWarnDays: config.refreshTokenWarnDays, version, status: new StatusReader(config.databaseUrl, log) },
       log,
     );
-    this.state.openAlerts = () => this.escalator.openAlerts();
+    this.state.openAlerts = () => [...this.escalator.openAlerts(), ...this.dbAlerts.openAlerts()];
+    this.membership = new Membership(this.pool, log, { instanceId, version, heartbeatMs: config.fleetHeartbeatMs, ttlMs: config.fleetMemberTtlMs });
+    this.fleetWatch = new FleetWatch(this.pool, this.membership, this.escalator, this.state, log, { heartbeatMs: config.fleetHeartbeatMs, ttlMs: config.fleetMemberTtlMs });
+    const periodMs = schedulePeriodMs(config.probeSchedule);
+    this.cycleRunner = new ProbeCycle(
+      this.pool,
+      this.prober,
+      {
+        observe: (outcome) => {
+          this.state.observe(outcome.result, instanceId);
+          this.metrics.observe(outcome.result);
+          // A result, whatever it says, ends a stall.
+          if (this.stalled.delete(outcome.result.realmId) || this.escalator.isOpen(outcome.result.realmId, 'monitor_stalled')) this.escalator.succeed(outcome.result.realmId, 'monitor_stalled');
+          escalateOutcome(outcome, this.escalator, (o) => this.noteDbOutcome(o), config.refreshTokenWarnDays);
+        },
+        record: async (result) => {
+          const where = await this.recorder.record(result);
+          if (where === 'spool') this.metrics.spooled.inc();
+          this.state.spoolPending = this.spool.pending;
+        },
+        forget: (realmId) => this.forgetRealm(realmId),
+        databaseFailed: (err) => this.noteDbOutcome(describeDbFailure(err, 'read')),
+        shuttingDown: () => this.state.shuttingDown,
+      },
+      log,
+      { instanceId, batch: config.probeConcurrency, dueAfterMs: Math.round(periodMs * DUE_SHARE), leaseMs: config.fleetMemberTtlMs },
+    );
+    this.scheduler = new Scheduler(config.probeSchedule, this.state, (outcome) => this.metrics.ticks.inc({ outcome }), log, {
+      cycle: () => this.runTick(false),
+      prune: () => this.prune(),
+    });
+    this.watchdog = new DatabaseWatchdog(
+      this.pool,
+      log,
+      {
+        reachable: (ok, error) => this.markDb(ok, error),
+        recover: () => this.recoverDatabase(),
+        after: async () => {
+          // A running cycle applies its own outcome when it ends: applied here, a success later in
+          // that cycle would reset the count of a failure that repeats every cycle.
+          if (!this.cycle) this.dbAlerts.apply();
+          await this.escalator.persist();
+        },
+      },
+      DB_CHECK_INTERVAL_MS,
+    );
+    this.deadMansSwitch = new DeadMansSwitch(config.heartbeatUrl, log);
     this.schemaWatch =
       config.schemaWatchManifest === undefined && config.schemaWatchQueries === undefined
         ? undefined
@@ -140,8 +207,9 @@ export class Daemon {
 
     try {
       await this.spool.open();
-      await access(config.spoolDir, constants.W_OK);
+      await access(this.spool.dir, constants.W_OK);
     } catch (err) {
+      if (err instanceof OperatorError) throw err;
       throw new OperatorError(`SPOOL_DIR ${config.spoolDir} is not a writable directory (${coerceError(err).message}); results could not be kept through a database outage. Fix its permissions or point SPOOL_DIR elsewhere`, ExitCode.configInvalid, { cause: err });
     }
     this.state.spoolPending = this.spool.pending;
@@ -161,37 +229,13 @@ export class Daemon {
     } catch (err) {
       throw new OperatorError(`cannot listen on ${config.host}:${config.port} for the health endpoints (${coerceError(err).message}); free the port or set PORT`, ExitCode.temporaryFailure, { cause: err });
     }
-    this.startScheduler();
+    await this.membership.join(`${this.address.host}:${this.address.port}`);
+    await this.fleetWatch.tick();
+    this.fleetWatch.start();
+    this.outbox.start();
+    this.scheduler.start(config.probeTimeoutMs);
+    this.watchdog.start();
     this.startTimers();
-  }
-
-  private startScheduler(): void {
-    const { config, log } = this;
-    cron.setLogger({
-      info: (message) => log.debug({ component: 'node-cron' }, message),
-      warn: (message) => log.warn({ event: LogEvent.schedulerMissed, component: 'node-cron' }, message),
-      error: (message, err) => log.error({ event: LogEvent.schedulerTickFailed, component: 'node-cron', err: err ?? message }, String(message)),
-      debug: (message) => log.debug({ component: 'node-cron' }, String(message)),
-    });
-    const probe = cron.schedule(config.probeSchedule, () => this.tick(), { name: 'probe-cycle', noOverlap: true, suppressMissedWarning: true });
-    probe.on('execution:overlap', () => {
-      // The scheduler is alive; the previous cycle is still running (slow realms, many realms).
-      this.state.noteTick(new Date(), probe.getNextRun() ?? undefined);
-      this.metrics.ticks.inc({ outcome: 'overlap' });
-      log.warn({ event: LogEvent.schedulerOverlap }, 'a probe cycle is still running at the next tick; this tick is skipped');
-    });
-    probe.on('execution:missed', (ctx) => {
-      this.metrics.ticks.inc({ outcome: 'missed' });
-      log.warn({ event: LogEvent.schedulerMissed, scheduledFor: ctx.date }, 'a scheduled tick was missed (the event loop was busy or the clock jumped)');
-    });
-    const prune = cron.schedule(PRUNE_SCHEDULE, () => this.prune(), { name: 'history-prune', noOverlap: true });
-    this.tasks = [probe, prune];
-    const [a, b] = probe.getNextRuns(2);
-    const periodMs = a && b ? b.getTime() - a.getTime() : 60_000;
-    this.state.probeTimeoutMs = config.probeTimeoutMs;
-    this.state.nextTickDueAt = probe.getNextRun() ?? undefined;
-    this.probeTask = probe;
-    this.state.maxTickGapMs = 3 * periodMs + 30_000;
   }
 
   private startTimers(): void {
@@ -202,94 +246,54 @@ export class Daemon {
       expected = now + HEARTBEAT_MS;
       this.checkStaleness(now);
     }, HEARTBEAT_MS);
-    const dbCheck = setInterval(() => void this.checkDatabase(), DB_CHECK_INTERVAL_MS);
     heartbeat.unref();
-    dbCheck.unref();
-    this.timers = [heartbeat, dbCheck];
+    this.timers = [heartbeat];
   }
 
-  /** Readiness and recovery: is PostgreSQL back, is the schema whole again, is there a spool to replay? */
-  private async checkDatabase(): Promise<void> {
-    if (this.dbCheckRunning || this.state.shuttingDown) return;
-    this.dbCheckRunning = true;
-    try {
-      await withClient(this.pool, (c) => c.query('SELECT 1'));
-      this.markDb(true, undefined);
-      // Rotated tokens only this process holds are the one thing that cannot be re-created.
-      if (this.store.unsavedRealms().length > 0) await this.storeUnsavedTokens();
-      if (!this.state.schema.verified) {
-        const problems = await verifySchema(this.pool);
-        this.state.schema = problems.length === 0 ? { verified: true, error: undefined } : { verified: false, error: problems.map(describeProblem).join('; ') };
-      }
-      if (this.state.schema.verified && this.spool.pending > 0 && !this.cycle) {
-        await this.recorder.replaySpool();
-        this.state.spoolPending = this.spool.pending;
-      }
-    } catch (err) {
-      this.markDb(false, coerceError(err).message);
-      const admitted = this.repeats.admit('db-check');
-      if (admitted) this.log.warn({ event: LogEvent.dbConnectionError, err, ...admitted }, 'PostgreSQL health check failed (repeats are counted, not logged, for a minute)');
-    } finally {
-      this.dbCheckRunning = false;
+  /** While PostgreSQL answers: unsaved rotated tokens stored, the schema verified again, the spool replayed. */
+  private async recoverDatabase(): Promise<void> {
+    // Rotated tokens only this process holds are the one thing that cannot be re-created.
+    if (this.store.unsavedRealms().length > 0) await this.storeUnsavedTokens();
+    if (!this.state.schema.verified) {
+      const problems = await verifySchema(this.pool);
+      this.state.schema = problems.length === 0 ? { verified: true, error: undefined } : { verified: false, error: problems.map(describeProblem).join('; ') };
     }
-    // A running cycle applies its own outcome when it ends: applied here, a success later in that
-    // cycle would reset the count of a failure that repeats every cycle.
-    if (!this.cycle) this.applyDbOutcome();
-    await this.escalator.persist();
+    if (this.state.schema.verified && this.spool.pending > 0 && !this.cycle) {
+      await this.recorder.replaySpool();
+      this.state.spoolPending = this.spool.pending;
+    }
   }
 
   private markDb(reachable: boolean, error: string | undefined): void {
     const was = this.state.db.reachable;
     this.state.db = { reachable, checkedAt: new Date(), error };
-    if (reachable && !was && this.tasks.length > 0) {
-      const suppressed = this.repeats.clear('db-check') + this.repeats.clear('list-realms');
+    if (reachable && !was && this.scheduler.running) {
+      const suppressed = this.watchdog.clearRepeats();
       this.log.info({ event: LogEvent.dbRecovered, suppressed }, 'PostgreSQL is reachable again');
     }
   }
 
-  /** Database outcomes within one cycle (or check) count once: the worst one. */
-  private noteDbOutcome(outcome: DbOutcome): void {
+  /** A database outcome (a write, a read, a claim): readiness now, the database alert once per cycle. */
+  private noteDbOutcome(outcome: Parameters<DatabaseAlerts['note']>[0]): void {
     if (!outcome.ok) {
       if (outcome.kind === 'schema') this.state.schema = { verified: false, error: outcome.summary };
       if (isDatabaseUnavailable(outcome.err)) this.markDb(false, outcome.err.message);
     }
-    // A failure outweighs a success, and a schema gap outweighs an unreachable database.
-    const current = this.cycleDbOutcome;
-    if (!current || (!outcome.ok && (current.ok || outcome.kind === 'schema'))) this.cycleDbOutcome = outcome;
-  }
-
-  private applyDbOutcome(): void {
-    const outcome = this.cycleDbOutcome;
-    this.cycleDbOutcome = undefined;
-    if (!outcome) return;
-    if (outcome.ok) {
-      this.escalator.succeed('', 'database');
-      this.escalator.succeed('', 'schema');
-      return;
-    }
-    if (outcome.kind === 'schema') {
-      this.escalator.fail('', 'schema', { severity: 'critical', immediate: true, summary: outcome.summary, lastError: outcome.err.message });
-    } else {
-      this.escalator.fail('', 'database', {
-        severity: 'critical',
-        summary: `${outcome.summary}; {count} consecutive failed database write(s)`,
-        lastError: outcome.err.message,
-      });
-    }
+    this.dbAlerts.note(outcome);
   }
 
   /**
    * One probe cycle now, outside the schedule, exactly as a tick runs it (results recorded,
-   * alerts escalated); resolves when it is done. A cycle already running is waited for instead.
+   * alerts escalated), claiming every free realm whether due or not; resolves when it is done.
+   * A cycle already running is waited for instead.
    */
   probeNow(): Promise<void> {
-    return this.cycle ?? this.tick();
+    return this.cycle ?? this.runTick(true);
   }
 
-  private tick(): Promise<void> {
+  private runTick(force: boolean): Promise<void> {
     if (this.state.shuttingDown) return Promise.resolve();
-    this.state.noteTick(new Date(), this.probeTask?.getNextRun() ?? undefined);
-    const cycle = this.runCycle()
+    const cycle = this.runCycle(force)
       .then(() => this.metrics.ticks.inc({ outcome: 'completed' }))
       .catch((err: unknown) => {
         this.metrics.ticks.inc({ outcome: 'failed' });
@@ -308,84 +312,31 @@ export class Daemon {
     return cycle;
   }
 
-  private async listRealms(): Promise<string[]> {
-    try {
-      this.knownRealms = (await this.store.listRealms()).map((r) => r.realmId);
-    } catch (err) {
-      if (!isDatabaseUnavailable(err) && !isSchemaGap(err)) throw err;
-      const admitted = this.repeats.admit('list-realms');
-      if (admitted) this.log.warn({ event: LogEvent.dbReadFailed, err, realms: this.knownRealms.length, ...admitted }, 'cannot list realms from PostgreSQL; probing the realms known before (repeats are counted, not logged, for a minute)');
-      this.noteDbOutcome(describeDbFailure(err, 'read'));
-    }
-    return this.knownRealms;
-  }
-
-  private async runCycle(): Promise<void> {
+  private async runCycle(force: boolean): Promise<void> {
     const started = performance.now();
     this.notifier.retryFailed();
-    const realms = await this.listRealms();
-    const current = new Set(realms);
-    for (const id of this.formerRealms(current)) this.forgetRealm(id);
-    this.state.retainRealms(current);
-    const outcomes = { pass: 0, warn: 0, fail: 0 };
-    // A probe slot moves on to its next realm as soon as the result is handed to the recorder;
-    // the cycle ends only when every result is in the database or the spool. The first failure
-    // to record (fatal: neither could take it) stops the cycle and is rethrown below.
-    const recording: Array<Promise<void>> = [];
-    let recordFailure: { err: unknown } | undefined;
-    await forEachLimited(realms, this.config.probeConcurrency, async (realmId) => {
-      if (this.state.shuttingDown || recordFailure) return;
-      let outcome: ProbeOutcome;
-      try {
-        outcome = await this.prober.probe(realmId);
-      } catch (err) {
-        // Every other failure is a result (Prober.probe); only a realm disconnected meanwhile is not.
-        if (!(err instanceof RealmDisconnectedError)) throw err;
-        this.forgetRealm(realmId);
-        return;
-      }
-      const { result } = outcome;
-      outcomes[result.status]++;
-      this.state.observe(result);
-      this.metrics.observe(result);
-      this.escalateProbe(outcome);
-      recording.push(
-        this.recorder.record(result).then(
-          (where) => {
-            if (where === 'spool') this.metrics.spooled.inc();
-            this.state.spoolPending = this.spool.pending;
-          },
-          (err: unknown) => {
-            recordFailure ??= { err };
-          },
-        ),
-      );
-    });
-    await Promise.all(recording);
-    if (recordFailure) throw recordFailure.err;
+    this.forgetFormerRealms();
+    const summary = await this.cycleRunner.run(force);
     this.state.spoolPending = this.spool.pending;
-    this.applyDbOutcome();
+    this.dbAlerts.apply();
     await this.escalator.persist();
     const durationMs = Math.round(performance.now() - started);
     this.log.info(
-      { event: LogEvent.schedulerCycleCompleted, realms: realms.length, ...outcomes, durationMs, spoolPending: this.spool.pending },
-      `probe cycle: ${realms.length} realm(s), ${outcomes.pass} passed, ${outcomes.warn} throttled, ${outcomes.fail} failed, ${durationMs} ms`,
+      {
+        event: LogEvent.schedulerCycleCompleted,
+        realms: summary.realms,
+        pass: summary.pass,
+        warn: summary.warn,
+        fail: summary.fail,
+        lost: summary.lost,
+        uncoordinated: summary.uncoordinated,
+        instance: this.config.instanceId,
+        durationMs,
+        spoolPending: this.spool.pending,
+      },
+      `probe cycle: ${summary.realms} realm(s), ${summary.pass} passed, ${summary.warn} throttled, ${summary.fail} failed, ${durationMs} ms${summary.uncoordinated ? ' (without coordination: PostgreSQL could not hand out work)' : ''}`,
     );
-  }
-
-  private escalateProbe({ result: r, cause }: ProbeOutcome): void {
-    const realm = r.realmId;
-    // A result, whatever it says, ends a stall.
-    if (this.stalled.delete(realm)) this.escalator.succeed(realm, 'monitor_stalled');
-    if (r.errorCode === ErrorCode.databaseUnavailable && (isDatabaseUnavailable(cause) || isSchemaGap(cause))) {
-      // PostgreSQL unreachable or missing a table: the whole system's, carried by the database
-      // (or schema) alert, not the realm's.
-      this.noteDbOutcome(describeDbFailure(cause, 'read'));
-      return;
-    }
-    // A lock or statement timeout, a refused COMMIT on a reachable database: this realm's own,
-    // escalated on the realm (probe-escalation.ts).
-    escalateProbeResult(this.escalator, r, this.config.refreshTokenWarnDays);
+    this.deadMansSwitch.ping();
   }
 
   /**
@@ -417,10 +368,13 @@ export class Daemon {
     await this.escalator.persist();
   }
 
-  /** Realms that were monitored (a result, an alert, a due result) and are no longer listed. */
-  private formerRealms(current: ReadonlySet<string>): string[] {
-    const seen = new Set([...this.state.realms.keys(), ...this.state.expected.keys(), ...this.escalator.realmsWithState()]);
-    return [...seen].filter((id) => !current.has(id));
+  /** Realms that were monitored (a result, an alert, a due result) and are no longer in the fleet's view. */
+  private forgetFormerRealms(): void {
+    if (this.state.fleet === undefined) return;
+    const current = new Set(this.state.expected.keys());
+    const seen = new Set([...this.state.realms.keys(), ...this.knownRealms, ...this.escalator.realmsWithState()]);
+    for (const id of seen) if (!current.has(id)) this.forgetRealm(id);
+    this.knownRealms = [...current];
   }
 
   /** A realm deleted from the token table or disconnected: no probes, no metrics series, its alerts resolved. */
@@ -434,54 +388,54 @@ export class Daemon {
     this.log.info({ event: LogEvent.realmForgotten, realmId, resolvedAlerts: resolved }, `realm ${realmId} is no longer monitored (disconnected or removed)`);
   }
 
-  /** Raises `monitor_stalled` for each realm without a recent result, once per stall (see HealthState.stalledRealms). */
+  /**
+   * Raises `monitor_stalled` for each realm without a recent result, once per stall (see
+   * HealthState.stalledRealms). In a fleet the leader raises it, from the fleet's view.
+   */
   private checkStaleness(now: number): void {
-    if (this.state.shuttingDown || this.tasks.length === 0) return;
+    if (this.state.shuttingDown || !this.scheduler.running || !this.membership.isLeader()) return;
     for (const s of this.state.stalledRealms(now)) {
       if (this.stalled.has(s.realmId)) continue;
       this.stalled.add(s.realmId);
-      const seconds = Math.round(s.sinceMs / 1000);
-      this.escalator.fail(s.realmId, 'monitor_stalled', {
-        severity: 'critical',
-        immediate: true,
-        summary: s.lastResultAt
-          ? `no probe result for realm ${s.realmId} in the last 3 scheduler ticks (${seconds} s; the last result at ${s.lastResultAt.toISOString()}): the scheduler runs but this realm is not being probed. Look for scheduler.tick_failed and scheduler.overlap lines`
-          : `no probe result for realm ${s.realmId} in the 2 scheduler ticks since it became due (${seconds} s): the scheduler runs but this realm is not being probed. Look for scheduler.tick_failed and scheduler.overlap lines`,
-      });
+      this.escalator.fail(s.realmId, 'monitor_stalled', { severity: 'critical', immediate: true, summary: stalledSummary(s) });
     }
+    if (this.escalator.backlog > 0 && !this.cycle) void this.escalator.persist();
   }
 
   private async prune(): Promise<void> {
     try {
       await pruneHistory(this.pool, this.config.historyRetentionDays, this.log);
+      await pruneOutbox(this.pool, OUTBOX_RETENTION_DAYS);
     } catch (err) {
       this.log.error({ event: LogEvent.historyPruneFailed, err }, 'the daily history prune failed; it runs again tomorrow (or run `qbhealth prune`)');
     }
   }
 
-  /** Realms that will be probed (for the start-up line); undefined when PostgreSQL cannot say. */
+  /** Realms that will be probed (for the start-up line). */
   realmCount(): number {
-    return this.knownRealms.length;
+    return this.state.expected.size;
   }
 
-  /** SIGINT/SIGTERM: readiness 503 at once, no new ticks, in-flight probes finish, everything flushed and closed. */
+  /** SIGINT/SIGTERM: readiness 503 at once, no new ticks, in-flight probes finish, leases handed back, everything flushed and closed. */
   stop(reason: string): Promise<void> {
     this.stopping ??= (async () => {
       this.state.shuttingDown = true;
       this.log.info({ event: LogEvent.daemonStopping, reason, inFlight: this.cycle !== undefined }, `stopping (${reason})`);
-      await this.stopScheduler();
-      // In-flight probes end within PROBE_TIMEOUT_MS; realms not yet started are not started.
+      await this.scheduler.stop();
+      // In-flight probes end within PROBE_TIMEOUT_MS; realms not yet started are handed back.
       await this.cycle;
       await this.settleTokens();
       await this.recorder.flush();
+      this.dbAlerts.apply();
       await this.escalator.persist();
-      await this.notifier.drain(5000);
+      await this.fleetWatch.stop();
+      await this.membership.leave();
+      await Promise.all([this.notifier.drain(5000), this.outbox.stop(5000), this.deadMansSwitch.settle()]);
       await this.release();
       this.log.info({ event: LogEvent.daemonStopped, reason, spoolPending: this.spool.pending }, 'stopped');
     })();
     return this.stopping;
   }
-
   /**
    * A refresh Intuit may still answer is awaited (its own bound), then rotated pairs only this
    * process holds get one more chance to be stored; whatever is still unsaved is named: those
@@ -520,16 +474,13 @@ export class Daemon {
     }
   }
 
-  private async stopScheduler(): Promise<void> {
-    const tasks = this.tasks;
-    this.tasks = [];
-    for (const task of tasks) await task.destroy();
-  }
-
   private async release(): Promise<void> {
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
-    await this.stopScheduler();
+    this.watchdog.stop();
+    await this.scheduler.stop();
+    await this.fleetWatch.stop();
+    await this.outbox.stop(0);
     await this.schemaWatch?.stop();
     await this.spool.close();
     await this.server.close();

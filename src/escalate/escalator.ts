@@ -1,286 +1,269 @@
 /**
- * The escalation state machine, per (realm, kind): consecutive failures are counted; at
- * ALERT_AFTER_FAILURES an alert is raised (error log + webhook); while it stays open a reminder
- * goes out every ALERT_REPEAT_MINUTES; the first success resolves it. Failures retrying cannot
- * fix (an invalid_grant, a missing table or column, a refresh token about to expire) raise at
- * once. State lives in quickbooks_alert_state so a restart neither re-pages nor forgets an open
- * alert; while PostgreSQL is down, changes wait in memory and are written when it is back.
+ * The fleet's escalation: alert state per (subject, kind) lives in quickbooks_alert_state and is
+ * changed only by a transaction holding the subject's rows FOR UPDATE, on the database's clock;
+ * every transition it makes (raised, repeated, resolved) is written to the outbox in that same
+ * transaction and delivered by any live member (outbox.ts). Whichever member recorded the probe
+ * escalates it, so three members and one Intuit outage make one `alert.raised` per realm, and a
+ * restart neither re-pages nor forgets an open alert.
+ *
+ * fail()/succeed()/resolveRealm() only queue the change and return; changes are applied in order
+ * per subject, in batches: one read decides which subjects change at all (a success on a quiet
+ * realm, by far the commonest, costs nothing more), and only those take the lock. While
+ * PostgreSQL cannot take them, changes wait in memory (bounded) and are applied when it is back.
+ * A member's own database and schema alerts cannot travel this way: see local-alerts.ts.
  */
-import { alertsTable as A } from '../db/schema.js';
+import { randomUUID } from 'node:crypto';
+import { insertNotification, lockAlertStates, openAlertStates, readAlertStates, writeAlertState } from '../db/alert-queries.js';
 import { inTransaction, withClient, type Pool } from '../db/pool.js';
+import { forEachLimited } from '../for-each-limited.js';
 import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
-import type { AlertNotification, WebhookNotifier } from './notifier.js';
+import {
+  applyChange,
+  isSystemSubject,
+  notificationOf,
+  type AlertKind,
+  type AlertState,
+  type Change,
+  type EscalatorOptions,
+  type Failure,
+  type Transition,
+} from './transition.js';
 
-export type AlertKind = AlertNotification['kind'];
-export type Severity = AlertNotification['severity'];
+export { isSystemSubject, SystemSubject, type AlertKind, type AlertState, type Failure, type Severity } from './transition.js';
 
-/**
- * Alert subjects that are no realm. '' is the monitor's own database and schema. The schema watch
- * of the application that shares the database has a subject of its own, so that its `schema`
- * alert and the monitor's never resolve each other (a successful write of ours says nothing about
- * the application's tables). QuickBooks realm ids are digits: a `system:` id is never a realm's.
- * Either goes out with `realmId: null`.
- */
-export const SystemSubject = { monitor: '', schemaWatch: 'system:schema-watch' } as const;
+const ALL_KINDS: readonly AlertKind[] = [
+  'quickbooks_api',
+  'quickbooks_auth',
+  'database',
+  'schema',
+  'refresh_token_expiry',
+  'quickbooks_throttled',
+  'monitor_stalled',
+  'monitor_instance_down',
+];
 
-export function isSystemSubject(realmId: string): boolean {
-  return realmId === SystemSubject.monitor || realmId.startsWith('system:');
+/** Changes kept while PostgreSQL cannot take them; beyond this the oldest are dropped (logged). */
+const MAX_PENDING_CHANGES = 20_000;
+/** How long changes gather before they are applied together. */
+const GROUP_MS = 20;
+/** Subjects read in one statement. */
+const BATCH = 500;
+
+const key = (subject: string, kind: AlertKind): string => `${subject}\u0000${kind}`;
+
+export interface FleetEscalatorOptions extends EscalatorOptions {
+  /** This member (the webhook body's `instance`). */
+  readonly instanceId: string;
+  /** Whether notifications are written to the outbox at all (ALERT_WEBHOOK_URL set). */
+  readonly notify: boolean;
 }
-
-/** `realmId` '' is the whole system (database, schema); see SystemSubject. */
-export interface AlertState {
-  readonly realmId: string;
-  readonly kind: AlertKind;
-  severity: Severity;
-  state: 'open' | 'resolved';
-  consecutiveFailures: number;
-  since: Date;
-  lastNotifiedAt: Date | undefined;
-  resolvedAt: Date | undefined;
-  summary: string;
-  lastError: string | undefined;
-  intuitTid: string | undefined;
-  /** Who the alert is about, e.g. "realm 9130357766 (Acme Ltd)" (memory only; the realm id otherwise). */
-  subject?: string | undefined;
-}
-
-export interface Failure {
-  readonly severity: Severity;
-  /** What is wrong and what to do; `{count}` is replaced by the consecutive-failure count. */
-  readonly summary: string;
-  readonly lastError?: string | undefined;
-  readonly intuitTid?: string | undefined;
-  /** Who it is about, named in a resolution's text (the summary names it in the others). */
-  readonly subject?: string | undefined;
-  /** Raise at the first failure instead of at the threshold. */
-  readonly immediate?: boolean;
-}
-
-export interface EscalatorOptions {
-  readonly alertAfterFailures: number;
-  readonly alertRepeatMinutes: number;
-}
-
-const key = (realmId: string, kind: AlertKind): string => `${realmId}\u0000${kind}`;
-
-const COLUMNS = [
-  'realm_id',
-  'kind',
-  'severity',
-  'state',
-  'consecutive_failures',
-  'since',
-  'last_notified_at',
-  'resolved_at',
-  'summary',
-  'last_error',
-  'intuit_tid',
-  'updated_at',
-] as const;
-
-interface AlertRow {
-  realm_id: string;
-  kind: AlertKind;
-  severity: Severity;
-  state: 'open' | 'resolved';
-  consecutive_failures: number;
-  since: Date;
-  last_notified_at: Date | null;
-  resolved_at: Date | null;
-  summary: string;
-  last_error: string | null;
-  intuit_tid: string | null;
-}
-
-const UPSERT_SQL = `${A.insert(COLUMNS)} ON CONFLICT (realm_id, kind) DO UPDATE SET ${COLUMNS.filter((c) => c !== 'realm_id' && c !== 'kind')
-  .map((c) => `${c} = EXCLUDED.${c}`)
-  .join(', ')}`;
 
 export class Escalator {
-  private readonly states = new Map<string, AlertState>();
-  private readonly dirty = new Set<string>();
+  /** Changes not yet applied, in order per subject. */
+  private pending = new Map<string, Change[]>();
+  private pendingCount = 0;
+  /** Open alerts fleet-wide, as last read or changed here (what /health, /metrics and the rules read). */
+  private readonly open = new Map<string, AlertState>();
+  private draining: Promise<boolean> | undefined;
+  private soon: NodeJS.Timeout | undefined;
   private readonly repeats = new RepeatLimiter();
+  /** Who each subject is, as the last failure named it. */
+  private readonly labels = new Map<string, string>();
+  /** Told after a commit that wrote notifications (the outbox deliverer wakes up). */
+  onNotified: () => void = () => undefined;
 
   constructor(
     private readonly pool: Pool,
-    private readonly notifier: WebhookNotifier,
     private readonly log: Logger,
-    private readonly opts: EscalatorOptions,
-    private readonly now: () => Date = () => new Date(),
+    private readonly opts: FleetEscalatorOptions,
   ) {}
 
-  /** Reads open alerts and running failure counts left by an earlier run. */
+  /** Reads the fleet's open alerts (at start, and on every fleet refresh). */
   async load(): Promise<number> {
-    const { rows } = await this.pool.query<AlertRow>(
-      `SELECT ${A.columnList(COLUMNS.filter((c) => c !== 'updated_at'))} FROM ${A.name} WHERE state = 'open' OR consecutive_failures > 0`,
-    );
-    for (const r of rows) {
-      this.states.set(key(r.realm_id, r.kind), {
-        realmId: r.realm_id,
-        kind: r.kind,
-        severity: r.severity,
-        state: r.state,
-        consecutiveFailures: r.consecutive_failures,
-        since: r.since,
-        lastNotifiedAt: r.last_notified_at ?? undefined,
-        resolvedAt: r.resolved_at ?? undefined,
-        summary: r.summary,
-        lastError: r.last_error ?? undefined,
-        intuitTid: r.intuit_tid ?? undefined,
-      });
-    }
-    return rows.filter((r) => r.state === 'open').length;
+    const states = await openAlertStates(this.pool);
+    this.open.clear();
+    for (const s of states) this.open.set(key(s.realmId, s.kind), s);
+    return states.length;
   }
 
   openAlerts(): AlertState[] {
-    return [...this.states.values()].filter((s) => s.state === 'open');
+    return [...this.open.values()];
   }
 
-  isOpen(realmId: string, kind: AlertKind): boolean {
-    return this.states.get(key(realmId, kind))?.state === 'open';
+  isOpen(subject: string, kind: AlertKind): boolean {
+    return this.open.has(key(subject, kind));
   }
 
-  fail(realmId: string, kind: AlertKind, failure: Failure): void {
-    const k = key(realmId, kind);
-    const at = this.now();
-    let s = this.states.get(k);
-    if (!s || (s.state === 'resolved' && s.consecutiveFailures === 0)) {
-      s = {
-        realmId,
-        kind,
-        severity: failure.severity,
-        state: 'resolved',
-        consecutiveFailures: 0,
-        since: at,
-        lastNotifiedAt: undefined,
-        resolvedAt: undefined,
-        summary: '',
-        lastError: undefined,
-        intuitTid: undefined,
-      };
-      this.states.set(k, s);
-    }
-    s.consecutiveFailures++;
-    s.lastError = failure.lastError;
-    s.intuitTid = failure.intuitTid;
-    if (failure.subject) s.subject = failure.subject;
-    s.summary = failure.summary.replaceAll('{count}', String(s.consecutiveFailures));
-    this.dirty.add(k);
-    if (s.state === 'open') {
-      if (failure.severity === 'critical') s.severity = 'critical';
-      const due = (s.lastNotifiedAt?.getTime() ?? 0) + this.opts.alertRepeatMinutes * 60_000;
-      if (at.getTime() >= due) this.notify(s, LogEvent.alertRepeated, at);
-      return;
-    }
-    if (failure.immediate || s.consecutiveFailures >= this.opts.alertAfterFailures) {
-      s.state = 'open';
-      s.severity = failure.severity;
-      s.resolvedAt = undefined;
-      this.notify(s, LogEvent.alertRaised, at);
-    }
+  /** Realms (not system subjects) with an open alert. */
+  realmsWithState(): Set<string> {
+    return new Set([...this.open.values()].filter((s) => !isSystemSubject(s.realmId)).map((s) => s.realmId));
   }
 
-  succeed(realmId: string, kind: AlertKind): void {
-    const k = key(realmId, kind);
-    const s = this.states.get(k);
-    if (!s || (s.state === 'resolved' && s.consecutiveFailures === 0)) return;
-    const wasOpen = s.state === 'open';
-    const at = this.now();
-    s.state = 'resolved';
-    s.resolvedAt = at;
-    if (wasOpen) this.notify(s, LogEvent.alertResolved, at);
-    s.consecutiveFailures = 0;
-    this.dirty.add(k);
+  fail(subject: string, kind: AlertKind, failure: Failure): void {
+    this.enqueue(subject, { op: 'fail', kind, failure });
+  }
+
+  succeed(subject: string, kind: AlertKind): void {
+    this.enqueue(subject, { op: 'succeed', kind });
   }
 
   /**
    * A realm no longer monitored (removed from the token table, or disconnected): its open alerts
-   * resolve with `reason` (not "recovered"), and its running failure counts end.
+   * resolve with `reason` (not "recovered"), and its running failure counts end. Returns how many
+   * alerts were open as far as this member knows.
    */
-  resolveRealm(realmId: string, reason: string): number {
-    let resolved = 0;
-    const at = this.now();
-    for (const [k, s] of this.states) {
-      if (s.realmId !== realmId || (s.state === 'resolved' && s.consecutiveFailures === 0)) continue;
-      if (s.state === 'open') {
-        s.state = 'resolved';
-        s.resolvedAt = at;
-        this.notify(s, LogEvent.alertResolved, at, reason);
-        resolved++;
-      }
-      s.consecutiveFailures = 0;
-      this.dirty.add(k);
-    }
-    return resolved;
+  resolveRealm(subject: string, reason: string): number {
+    for (const kind of ALL_KINDS) this.enqueue(subject, { op: 'resolve', kind, reason });
+    return [...this.open.values()].filter((s) => s.realmId === subject).length;
   }
 
-  /** Realms with an open alert or a running failure count. */
-  realmsWithState(): Set<string> {
-    const realms = new Set<string>();
-    for (const s of this.states.values()) if (!isSystemSubject(s.realmId) && (s.state === 'open' || s.consecutiveFailures > 0)) realms.add(s.realmId);
-    return realms;
+  /** Changes waiting to be applied. */
+  get backlog(): number {
+    return this.pendingCount;
   }
 
-  /** Writes changed states; on failure they stay pending for the next call. */
+  /**
+   * Applies every queued change; false when PostgreSQL could not take them (they stay queued, in
+   * order, for the next call).
+   */
   async persist(): Promise<boolean> {
-    if (this.dirty.size === 0) return true;
-    const keys = [...this.dirty];
-    try {
-      await withClient(this.pool, (client) =>
-        inTransaction(client, async () => {
-          for (const k of keys) {
-            const s = this.states.get(k);
-            if (!s) continue;
-            await client.query(UPSERT_SQL, [
-              s.realmId,
-              s.kind,
-              s.severity,
-              s.state,
-              s.consecutiveFailures,
-              s.since,
-              s.lastNotifiedAt ?? null,
-              s.resolvedAt ?? null,
-              s.summary,
-              s.lastError ?? null,
-              s.intuitTid ?? null,
-              this.now(),
-            ]);
+    while (this.draining) await this.draining;
+    if (this.pendingCount === 0) return true;
+    this.draining = this.drain().finally(() => {
+      this.draining = undefined;
+    });
+    return this.draining;
+  }
+
+  private enqueue(subject: string, change: Change): void {
+    if (change.op === 'fail' && change.failure.subject) this.labels.set(subject, change.failure.subject);
+    const list = this.pending.get(subject);
+    if (list) list.push(change);
+    else this.pending.set(subject, [change]);
+    this.pendingCount++;
+    if (this.pendingCount > MAX_PENDING_CHANGES) this.dropOldest();
+    // Changes queued together are applied together, a moment later (group commit).
+    this.soon ??= setTimeout(() => {
+      this.soon = undefined;
+      void this.persist();
+    }, GROUP_MS);
+  }
+
+  private dropOldest(): void {
+    const [subject, changes] = this.pending.entries().next().value as [string, Change[]];
+    this.pending.delete(subject);
+    this.pendingCount -= changes.length;
+    this.log.error(
+      { event: LogEvent.dbWriteFailed, what: 'alert state', realmId: subject, dropped: changes.length, pending: this.pendingCount },
+      `alert state changes for ${subject || 'the monitor'} dropped: more than ${MAX_PENDING_CHANGES} are waiting for PostgreSQL`,
+    );
+  }
+
+  private async drain(): Promise<boolean> {
+    while (this.pending.size > 0) {
+      const batch = [...this.pending.entries()].slice(0, BATCH);
+      for (const [subject] of batch) this.pending.delete(subject);
+      for (const [, changes] of batch) this.pendingCount -= changes.length;
+      let failed: unknown;
+      const left: Array<[string, Change[]]> = [];
+      try {
+        const { now, states } = await readAlertStates(
+          this.pool,
+          batch.map(([s]) => s),
+        );
+        const changing = batch.filter(([subject, changes]) => simulate(states.filter((s) => s.realmId === subject), subject, changes, now, this.opts).changed);
+        await forEachLimited(changing, 2, async ([subject, changes]) => {
+          if (failed !== undefined) {
+            left.push([subject, changes]);
+            return;
           }
-        }),
-      );
-    } catch (err) {
-      const admitted = this.repeats.admit('persist');
-      if (admitted) this.log.warn({ event: LogEvent.dbWriteFailed, what: 'alert state', pending: keys.length, err, ...admitted }, 'alert state not saved yet; kept in memory (repeats are counted, not logged, for a minute)');
-      return false;
+          try {
+            await this.applyLocked(subject, changes);
+          } catch (err) {
+            failed ??= err;
+            left.push([subject, changes]);
+          }
+        });
+      } catch (err) {
+        failed = err;
+        left.push(...batch);
+      }
+      if (failed !== undefined) {
+        this.requeue(left);
+        const admitted = this.repeats.admit('persist');
+        if (admitted) this.log.warn({ event: LogEvent.dbWriteFailed, what: 'alert state', pending: this.pendingCount, err: failed, ...admitted }, 'alert state changes not applied yet; kept in memory, in order (repeats are counted, not logged, for a minute)');
+        return false;
+      }
     }
     this.repeats.clear('persist');
-    for (const k of keys) this.dirty.delete(k);
     return true;
   }
 
-  private notify(s: AlertState, event: AlertNotification['event'], at: Date, reason?: string): void {
-    s.lastNotifiedAt = at;
-    const system = isSystemSubject(s.realmId);
-    const about = system ? (s.subject ? ` ${s.subject}` : '') : ` ${s.subject ?? `realm ${s.realmId}`}`;
-    const fields = {
-      event,
-      severity: s.severity,
-      kind: s.kind,
-      realmId: system ? null : s.realmId,
-      summary: s.summary,
-      consecutiveFailures: s.consecutiveFailures,
-      since: s.since.toISOString(),
-      lastError: s.lastError ?? null,
-      intuitTid: s.intuitTid ?? null,
-      ...(reason ? { reason } : {}),
-    };
-    const icon = event === LogEvent.alertResolved ? ':white_check_mark:' : s.severity === 'critical' ? ':rotating_light:' : ':warning:';
-    const verb = event === LogEvent.alertResolved ? 'RESOLVED' : event === LogEvent.alertRepeated ? 'STILL FAILING' : s.severity.toUpperCase();
-    const resolution = reason ? `resolved: ${reason}` : `recovered after ${s.consecutiveFailures} failure(s) since ${fields.since}`;
-    // The summary names the realm (and company) itself; a resolution says who recovered.
-    const text = event === LogEvent.alertResolved ? `${icon} [${verb}] ${s.kind}${about}: ${resolution}` : `${icon} [${verb}] ${s.kind}: ${s.summary}`;
-    if (event === LogEvent.alertResolved) this.log.info({ ...fields, event }, text);
-    else this.log.error({ ...fields, event }, text);
-    this.notifier.send({ ...fields, text });
+  /** Puts changes that could not be applied back in front of anything queued since. */
+  private requeue(left: Array<[string, Change[]]>): void {
+    const rest = this.pending;
+    this.pending = new Map();
+    for (const [subject, changes] of left) this.pending.set(subject, [...changes]);
+    for (const [subject, changes] of rest) {
+      const list = this.pending.get(subject);
+      if (list) list.push(...changes);
+      else this.pending.set(subject, changes);
+    }
+    this.pendingCount = [...this.pending.values()].reduce((n, c) => n + c.length, 0);
   }
+
+  /** One subject's changes under its row locks; notifications into the outbox in the same transaction. */
+  private async applyLocked(subject: string, changes: readonly Change[]): Promise<void> {
+    const kinds = [...new Set(changes.map((c) => c.kind))];
+    const create = [...new Set(changes.filter((c) => c.op === 'fail').map((c) => c.kind))];
+    const after: AlertState[] = [];
+    const notifications = await withClient(this.pool, (client) =>
+      inTransaction(client, async () => {
+        const { now, states } = await lockAlertStates(client, subject, kinds, create);
+        // Who the alert is about ("realm 9130357766 (Acme Ltd)") is not stored: named from memory.
+        const label = this.labels.get(subject);
+        for (const s of states) s.subject ??= label;
+        const result = simulate(states, subject, changes, now, this.opts);
+        for (const s of result.written) await writeAlertState(client, s, now);
+        const made = result.transitions.map((t) => notificationOf(t, { notificationId: randomUUID(), instance: this.opts.instanceId }));
+        if (this.opts.notify) for (const n of made) await insertNotification(client, n);
+        after.push(...result.written);
+        return made;
+      }),
+    );
+    for (const s of after) {
+      if (s.state === 'open') this.open.set(key(s.realmId, s.kind), s);
+      else this.open.delete(key(s.realmId, s.kind));
+    }
+    for (const { text, ...fields } of notifications) {
+      if (fields.event === 'alert.resolved') this.log.info(fields, text);
+      else this.log.error(fields, text);
+    }
+    if (notifications.length > 0 && this.opts.notify) this.onNotified();
+  }
+}
+
+/**
+ * Runs `changes` over `states` (the subject's current rows) at `now`: the states to write (those
+ * that changed) and the transitions to notify, in order.
+ */
+function simulate(
+  states: readonly AlertState[],
+  subject: string,
+  changes: readonly Change[],
+  now: Date,
+  opts: EscalatorOptions,
+): { changed: boolean; written: AlertState[]; transitions: Transition[] } {
+  const byKind = new Map<AlertKind, AlertState>(states.map((s) => [s.kind, s]));
+  const touched = new Set<AlertKind>();
+  const transitions: Transition[] = [];
+  for (const change of changes) {
+    const { state, transition } = applyChange(byKind.get(change.kind), subject, change, now, opts);
+    if (state === undefined) continue;
+    byKind.set(change.kind, state);
+    touched.add(change.kind);
+    if (transition) transitions.push(transition);
+  }
+  const written = [...touched].map((k) => byKind.get(k) as AlertState);
+  return { changed: written.length > 0, written, transitions };
 }

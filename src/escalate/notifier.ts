@@ -93,6 +93,11 @@ export class WebhookNotifier {
     for (const n of again) this.enqueue(n);
   }
 
+  /** Aborts every delivery in flight (direct or through deliver()); used at a stop that cannot wait longer. */
+  abort(): void {
+    this.stopping.abort(new Error('shutting down'));
+  }
+
   /** Waits for in-flight deliveries up to `timeoutMs`, then abandons the rest (logged). */
   async drain(timeoutMs: number): Promise<void> {
     if (this.inFlight === 0) return;

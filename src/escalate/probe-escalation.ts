@@ -10,6 +10,8 @@
  * resolved by the next probe that is not throttled. /health shows such a realm `warn`, `status`
  * counts it as up, and probe_success is 1.
  */
+import { describeDbFailure, type DbOutcome } from '../db/failure.js';
+import { isDatabaseUnavailable, isSchemaGap } from '../db/pool.js';
 import { ErrorCode } from '../quickbooks/outcome.js';
 import type { ProbeResult } from '../probe-result.js';
 import type { Escalator } from './escalator.js';
@@ -28,7 +30,35 @@ export function realmLabel(realmId: string, companyName: string | undefined): st
   return companyName ? `realm ${realmId} (${companyName})` : `realm ${realmId}`;
 }
 
-export function escalateProbeResult(escalator: Escalator, r: ProbeResult, refreshTokenWarnDays: number, now = Date.now()): void {
+/**
+ * Routes a probe's outcome: PostgreSQL unreachable or missing a table is the whole system's,
+ * carried by the member's database (or schema) alert, not the realm's; everything else is the
+ * realm's own (escalateProbeResult).
+ */
+export function escalateOutcome(
+  outcome: { readonly result: ProbeResult; readonly cause?: Error | undefined },
+  escalator: Pick<Escalator, 'fail' | 'succeed'>,
+  noteDatabase: (outcome: DbOutcome) => void,
+  refreshTokenWarnDays: number,
+): void {
+  const { result, cause } = outcome;
+  if (result.errorCode === ErrorCode.databaseUnavailable && (isDatabaseUnavailable(cause) || isSchemaGap(cause))) {
+    noteDatabase(describeDbFailure(cause, 'read'));
+    return;
+  }
+  // A lock or statement timeout, a refused COMMIT on a reachable database: this realm's own.
+  escalateProbeResult(escalator, result, refreshTokenWarnDays);
+}
+
+/** The `monitor_stalled` summary: the scheduler runs but this realm is not being probed. */
+export function stalledSummary(s: { readonly realmId: string; readonly sinceMs: number; readonly lastResultAt: Date | undefined }): string {
+  const seconds = Math.round(s.sinceMs / 1000);
+  return s.lastResultAt
+    ? `no probe result for realm ${s.realmId} in the last 3 scheduler ticks (${seconds} s; the last result at ${s.lastResultAt.toISOString()}): the scheduler runs but this realm is not being probed. Look for scheduler.tick_failed, scheduler.overlap and lease lines, and at \`qbhealth fleet\``
+    : `no probe result for realm ${s.realmId} in the 2 scheduler ticks since it became due (${seconds} s): the scheduler runs but this realm is not being probed. Look for scheduler.tick_failed, scheduler.overlap and lease lines, and at \`qbhealth fleet\``;
+}
+
+export function escalateProbeResult(escalator: Pick<Escalator, 'fail' | 'succeed'>, r: ProbeResult, refreshTokenWarnDays: number, now = Date.now()): void {
   const realm = r.realmId;
   const label = realmLabel(realm, r.companyName);
   const detail = { lastError: r.error, intuitTid: r.intuitTid, subject: label };

@@ -5,11 +5,29 @@
 import type { ProbeResult } from '../probe-result.js';
 import type { AlertState } from '../escalate/escalator.js';
 import type { SchemaWatchStatus } from '../schema-watch/watch.js';
+import type { FleetStatus } from '../fleet/membership.js';
 
 export interface RealmHealth {
   readonly realmId: string;
   readonly last: ProbeResult;
   readonly lastSuccessAt: Date | undefined;
+  /**
+   * When the result was taken, on this host's clock (a result another member took is placed by
+   * its age on the database's clock, so a member whose clock is off does not look stale).
+   */
+  readonly observedAt: number;
+  /** The member that took it. */
+  readonly probedBy?: string | undefined;
+}
+
+/** A realm as the fleet's view (db/fleet-queries.ts fleetView) tells it. */
+export interface FleetRealm {
+  readonly realmId: string;
+  readonly probedAgeMs: number | undefined;
+  readonly probedBy: string | undefined;
+  readonly lastSuccessAgeMs: number | undefined;
+  /** Present when it changed since the previous view. */
+  readonly last: ProbeResult | undefined;
 }
 
 /** How late a due scheduler tick may be before /health/live fails. */
@@ -31,6 +49,8 @@ export class HealthState {
   openAlerts: () => readonly AlertState[] = () => [];
   /** The schema watch's last check (SCHEMA_WATCH_*); undefined while the watch is off or has not checked. */
   schemaWatch: SchemaWatchStatus | undefined;
+  /** The fleet's members as last read (undefined until this daemon joined). */
+  fleet: FleetStatus | undefined;
 
   /** Realms the scheduler must probe, with when each became due a first result (start, or its connect). */
   readonly expected = new Map<string, Date>();
@@ -67,7 +87,8 @@ export class HealthState {
     const stalled: Array<{ realmId: string; sinceMs: number; lastResultAt: Date | undefined }> = [];
     const settled = this.ticks.filter((t) => t + this.probeTimeoutMs < now);
     for (const [realmId, due] of this.expected) {
-      const last = this.realms.get(realmId)?.last.checkedAt;
+      const seen = this.realms.get(realmId);
+      const last = seen ? new Date(seen.observedAt) : undefined;
       const since = (last ?? due).getTime();
       const missed = settled.filter((t) => t > since).length;
       if (missed >= (last ? 3 : 2)) stalled.push({ realmId, sinceMs: now - since, lastResultAt: last });
@@ -75,13 +96,39 @@ export class HealthState {
     return stalled;
   }
 
-  observe(result: ProbeResult): void {
+  observe(result: ProbeResult, probedBy?: string): void {
     const previous = this.realms.get(result.realmId);
     this.realms.set(result.realmId, {
       realmId: result.realmId,
       last: result,
       lastSuccessAt: result.connected ? result.checkedAt : previous?.lastSuccessAt,
+      observedAt: result.checkedAt.getTime(),
+      probedBy,
     });
+  }
+
+  /**
+   * The fleet's view of every monitored realm: the realms expected are the fleet's, and a result
+   * another member took replaces this member's older one. Ages are on the database's clock.
+   */
+  mergeFleetView(realms: readonly FleetRealm[], now = Date.now()): void {
+    for (const r of realms) {
+      if (r.probedAgeMs === undefined) continue;
+      const observedAt = now - r.probedAgeMs;
+      const current = this.realms.get(r.realmId);
+      // Within a second it is this member's own result, already observed with its exact instant.
+      if (current && current.observedAt >= observedAt - 1000) continue;
+      const last = r.last ?? current?.last;
+      if (!last) continue;
+      this.realms.set(r.realmId, {
+        realmId: r.realmId,
+        last,
+        lastSuccessAt: r.lastSuccessAgeMs === undefined ? undefined : new Date(now - r.lastSuccessAgeMs),
+        observedAt,
+        probedBy: r.probedBy,
+      });
+    }
+    this.retainRealms(new Set(realms.map((r) => r.realmId)));
   }
 
   /** Keeps only the realms still being probed (a disconnected realm leaves the health report). */

@@ -5,43 +5,19 @@
  * together in the next statement (group commit). Only when neither the database nor the spool
  * can take a result does recording fail, with a FatalError the daemon turns into exit 75.
  */
-import { insertProbeResults } from '../db/queries.js';
-import { isDatabaseUnavailable, isSchemaGap, sqlState, type Pool } from '../db/pool.js';
+import { insertProbeResults } from '../db/health-queries.js';
+import { describeDbFailure, type DbOutcome } from '../db/failure.js';
+import type { Pool } from '../db/pool.js';
 import { coerceError, ExitCode, OperatorError } from '../errors.js';
 import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
 import type { ProbeResult } from '../probe-result.js';
 import type { ReplayOutcome, Spool } from './spool.js';
-
-/** What a database write told us, for escalation and readiness. */
-export type DbOutcome =
-  | { readonly ok: true }
-  | { readonly ok: false; readonly kind: 'schema' | 'database'; readonly summary: string; readonly err: Error };
 
 export class FatalError extends OperatorError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, ExitCode.temporaryFailure, options);
     this.name = 'FatalError';
   }
-}
-
-/**
- * A failed database operation in words an operator can act on; schema gaps name the missing
- * object. `operation` says what could not be done ('write' of results, 'read' of tokens or realms).
- */
-export function describeDbFailure(thrown: unknown, operation: 'write' | 'read' = 'write'): DbOutcome & { ok: false } {
-  const err = coerceError(thrown);
-  const code = sqlState(err);
-  const what = operation === 'write' ? 'record probe results' : "read the realms' tokens";
-  if (isSchemaGap(err)) {
-    return {
-      ok: false,
-      kind: 'schema',
-      summary: `PostgreSQL cannot ${what}: ${err.message} (SQLSTATE ${code}). Run \`qbhealth migrate\` to restore the schema; results wait in the spool meanwhile`,
-      err,
-    };
-  }
-  const why = isDatabaseUnavailable(err) ? 'PostgreSQL is unreachable' : `PostgreSQL refused the ${operation}`;
-  return { ok: false, kind: 'database', summary: `${why} (${code ? `${code}: ` : ''}${err.message}); results wait in the spool`, err };
 }
 
 interface Pending {

@@ -6,12 +6,32 @@
  * database. Inserts are idempotent by probe_id, so a replay interrupted anywhere can run again.
  * A torn last line (a crash mid-append) is skipped and reported, not fatal.
  */
-import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import path from 'node:path';
+import { ExitCode, OperatorError } from '../errors.js';
 import { LogEvent, type Logger } from '../log.js';
 import type { ProbeResult } from '../probe-result.js';
 
 export const CURRENT_FILE = 'current.jsonl';
+/** Who holds a spool directory: `{ pid, host, instance }` of the live daemon writing it. */
+export const OWNER_FILE = 'owner.json';
+
+/** A daemon's own spool directory under SPOOL_DIR, named after its instance id. */
+export function instanceSpoolDir(spoolDir: string, instanceId: string): string {
+  return path.join(spoolDir, instanceId.replace(/[^A-Za-z0-9._-]/g, '_'));
+}
+
+/** Another live daemon on this host writes this spool directory (exit 78: two writers would interleave and replay each other's files). */
+export class SpoolHeldError extends OperatorError {
+  constructor(dir: string, owner: { pid: number; instance: string }) {
+    super(
+      `the spool ${dir} is held by another running daemon (pid ${owner.pid}, instance ${owner.instance}): give each daemon its own FLEET_INSTANCE_ID (its spool is SPOOL_DIR/<instance>) or its own SPOOL_DIR`,
+      ExitCode.configInvalid,
+    );
+    this.name = 'SpoolHeldError';
+  }
+}
 const REPLAY_PATTERN = /^replay-\d{13}-\d{6}\.jsonl$/;
 
 export interface ReplayOutcome {
@@ -56,10 +76,14 @@ export class Spool {
   private pendingCount = 0;
   private sequence = 0;
 
+  private owned = false;
+
   constructor(
     readonly dir: string,
     private readonly log: Logger,
     private readonly batchSize = 2000,
+    /** Claims the directory for this process (owner.json); a live other owner on this host refuses the start. */
+    private readonly owner?: { readonly instance: string; readonly adoptFrom?: string },
   ) {}
 
   /** Results written to the spool and not yet replayed. */
@@ -70,6 +94,10 @@ export class Spool {
   /** Creates the directory and counts what an earlier run left behind. */
   async open(): Promise<number> {
     await mkdir(this.dir, { recursive: true });
+    if (this.owner) {
+      await this.claimOwnership(this.owner.instance);
+      if (this.owner.adoptFrom) await this.adopt(this.owner.adoptFrom);
+    }
     // What an earlier run appended is replayed as a file of its own: its last line may be torn,
     // and appending after a torn line would damage the next one too.
     await this.sealCurrent();
@@ -151,6 +179,50 @@ export class Spool {
 
   async close(): Promise<void> {
     await this.closeHandle();
+    if (this.owned) {
+      this.owned = false;
+      await unlink(path.join(this.dir, OWNER_FILE)).catch((err: unknown) => {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      });
+    }
+  }
+
+  private async claimOwnership(instance: string): Promise<void> {
+    const file = path.join(this.dir, OWNER_FILE);
+    let text: string | undefined;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    if (text !== undefined) {
+      let owner: { pid?: unknown; host?: unknown; instance?: unknown } = {};
+      try {
+        owner = JSON.parse(text) as typeof owner;
+      } catch (err) {
+        // A torn owner file (a crash while writing it) holds nothing: it is replaced.
+        this.log.warn({ event: LogEvent.spoolFound, file, err }, 'unreadable spool owner file replaced');
+      }
+      if (typeof owner.pid === 'number' && owner.host === hostname() && owner.pid !== process.pid && pidAlive(owner.pid)) {
+        throw new SpoolHeldError(this.dir, { pid: owner.pid, instance: String(owner.instance) });
+      }
+    }
+    await writeFile(file, JSON.stringify({ pid: process.pid, host: hostname(), instance }), { mode: 0o600 });
+    this.owned = true;
+  }
+
+  /** Spool files an earlier release left directly in SPOOL_DIR are moved into this daemon's directory, to be replayed. */
+  private async adopt(from: string): Promise<void> {
+    const names = await readdir(from);
+    for (const name of names.filter((n) => n === CURRENT_FILE || REPLAY_PATTERN.test(n)).sort()) {
+      const target = name === CURRENT_FILE ? this.replayName() : name;
+      try {
+        await rename(path.join(from, name), path.join(this.dir, target));
+      } catch (err) {
+        // Another daemon adopting at the same moment took it: it replays it.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
   }
 
   private async closeHandle(): Promise<void> {
@@ -179,5 +251,14 @@ export class Spool {
     const names = await readdir(this.dir);
     const replays = names.filter((n) => REPLAY_PATTERN.test(n)).sort();
     return names.includes(CURRENT_FILE) ? [...replays, CURRENT_FILE] : replays;
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

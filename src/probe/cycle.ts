@@ -1,0 +1,157 @@
+/**
+ * One probe cycle of this member: due realms claimed from PostgreSQL in batches of
+ * PROBE_CONCURRENCY, each probed (Prober: every probe ends as a result), its lease ended with the
+ * result, then handed on: to the health view, the metrics, escalation and the recorder. A probe
+ * slot moves on to its next realm as soon as its result is handed to the recorder; the cycle ends
+ * only when every result is in the database or the spool, and the first failure to record (fatal:
+ * neither could take it) stops the cycle and is rethrown.
+ *
+ * When PostgreSQL cannot be asked for work, no coordination is possible: this member probes the
+ * realms it held last, so that their results (database_unavailable, most likely) are spooled and
+ * the database alert is raised, and coordination resumes once PostgreSQL answers.
+ */
+import { isDatabaseUnavailable, isSchemaGap } from '../db/pool.js';
+import type { Lease } from '../db/fleet-queries.js';
+import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
+import type { ProbeResult } from '../probe-result.js';
+import { RealmDisconnectedError } from '../quickbooks/token-store.js';
+import { ClaimQueue, LeaseFinisher, type ClaimOptions } from './leases.js';
+import type { Prober, ProbeOutcome } from './prober.js';
+
+export interface CycleHooks {
+  /** A result this member keeps (its lease held, or PostgreSQL could not say): view, metrics, escalation. */
+  observe(outcome: ProbeOutcome): void;
+  /** Durable: in the database or the spool. Rejects only when neither could take it (fatal). */
+  record(result: ProbeResult): Promise<void>;
+  /** A realm disconnected while it was probed. */
+  forget(realmId: string): void;
+  /** A database failure while coordinating (claiming, ending leases): counted towards the database alert. */
+  databaseFailed(err: unknown): void;
+  shuttingDown(): boolean;
+}
+
+export interface CycleSummary {
+  readonly realms: number;
+  readonly pass: number;
+  readonly warn: number;
+  readonly fail: number;
+  /** Results dropped because the lease had been taken over meanwhile. */
+  readonly lost: number;
+  /** Probed without coordination (PostgreSQL could not hand out work). */
+  readonly uncoordinated: boolean;
+}
+
+export class ProbeCycle {
+  /** The realms this member probed in its last coordinated cycle: what it keeps probing while PostgreSQL is away. */
+  private lastHeld: string[] = [];
+  private readonly finisher: LeaseFinisher;
+  private readonly repeats = new RepeatLimiter();
+
+  constructor(
+    private readonly pool: ConstructorParameters<typeof ClaimQueue>[0],
+    private readonly prober: Prober,
+    private readonly hooks: CycleHooks,
+    private readonly log: Logger,
+    private readonly opts: ClaimOptions,
+  ) {
+    this.finisher = new LeaseFinisher(pool, opts.instanceId);
+    this.finisher.onError = (err) => {
+      const admitted = this.repeats.admit('finish');
+      if (admitted) this.log.warn({ event: LogEvent.dbWriteFailed, what: 'realm leases', err, ...admitted }, 'cannot end realm leases in PostgreSQL; the results are kept (database or spool) and the leases expire by themselves (repeats are counted, not logged, for a minute)');
+      this.hooks.databaseFailed(err);
+    };
+  }
+
+  /** Realms this member keeps probing while PostgreSQL is away. */
+  held(): readonly string[] {
+    return this.lastHeld;
+  }
+
+  async run(force = false): Promise<CycleSummary> {
+    const queue = new ClaimQueue(this.pool, this.opts, force);
+    const counts = { pass: 0, warn: 0, fail: 0, lost: 0 };
+    const recording: Array<Promise<void>> = [];
+    let recordFailure: { err: unknown } | undefined;
+    let uncoordinated = false;
+    let probed = 0;
+
+    const handle = async (realmId: string, lease: Lease | undefined): Promise<void> => {
+      let outcome: ProbeOutcome;
+      try {
+        outcome = await this.prober.probe(realmId);
+      } catch (err) {
+        // Every other failure is a result (Prober.probe); only a realm disconnected meanwhile is not.
+        if (!(err instanceof RealmDisconnectedError)) throw err;
+        this.hooks.forget(realmId);
+        return;
+      }
+      probed++;
+      if (lease) {
+        const end = await this.finisher.finish(lease, outcome.result);
+        if (end === 'lost') {
+          counts.lost++;
+          this.log.warn(
+            { event: LogEvent.leaseLost, realmId, instance: this.opts.instanceId, probeId: outcome.result.probeId },
+            `the lease on realm ${realmId} expired before its probe finished (this member did not heartbeat for FLEET_MEMBER_TTL_MS: paused, or cut off from PostgreSQL) and another member has taken it over; this result is dropped, that member's counts`,
+          );
+          return;
+        }
+      }
+      counts[outcome.result.status]++;
+      this.hooks.observe(outcome);
+      recording.push(
+        this.hooks.record(outcome.result).catch((err: unknown) => {
+          recordFailure ??= { err };
+        }),
+      );
+    };
+
+    const worker = async (): Promise<void> => {
+      for (;;) {
+        if (this.hooks.shuttingDown() || recordFailure) return;
+        const lease = await queue.next();
+        if (!lease) return;
+        await handle(lease.realmId, lease);
+      }
+    };
+
+    let coordinationFailure: unknown;
+    try {
+      await queue.prepare();
+      // Every slot is let finish its realm before a failure is looked at, so none is left running.
+      const slots = await Promise.allSettled(Array.from({ length: this.opts.batch }, worker));
+      const failed = slots.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+      if (failed) throw failed.reason;
+      this.repeats.clear('claim');
+      this.lastHeld = queue.claimed.map((l) => l.realmId);
+    } catch (err) {
+      if (!isDatabaseUnavailable(err) && !isSchemaGap(err)) throw err;
+      coordinationFailure = err;
+    } finally {
+      if (this.hooks.shuttingDown()) await queue.releaseUnstarted().catch((err: unknown) => this.finisher.onError(err));
+    }
+    if (coordinationFailure !== undefined) {
+      // PostgreSQL cannot hand out work: the realms held last are probed without coordination.
+      uncoordinated = true;
+      const started = new Set(queue.claimed.map((l) => l.realmId));
+      const rest = this.lastHeld.filter((id) => !started.has(id));
+      const admitted = this.repeats.admit('claim');
+      if (admitted) {
+        this.log.warn(
+          { event: LogEvent.leaseClaimFailed, err: coordinationFailure, realms: rest.length, instance: this.opts.instanceId, ...admitted },
+          `cannot claim realms from PostgreSQL; probing the ${rest.length} realm(s) this member held last, without coordination, until it answers (repeats are counted, not logged, for a minute)`,
+        );
+      }
+      this.hooks.databaseFailed(coordinationFailure);
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: Math.min(this.opts.batch, rest.length) }, async () => {
+          while (next < rest.length && !this.hooks.shuttingDown() && !recordFailure) await handle(rest[next++] as string, undefined);
+        }),
+      );
+    }
+    await Promise.all(recording);
+    if (recordFailure) throw recordFailure.err;
+    return { realms: probed, ...counts, uncoordinated };
+  }
+}
