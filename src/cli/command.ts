@@ -19,16 +19,29 @@ export interface OptionSpec {
   readonly valueName?: string;
 }
 
+/** A positional argument (`qbhealth fleet retire ID`): required, in the order declared. */
+export interface ArgumentSpec {
+  readonly name: string;
+  readonly description: string;
+}
+
 export interface Command {
   readonly name: string;
   readonly summary: string;
   readonly description: string;
   readonly options: Readonly<Record<string, OptionSpec>>;
+  /** Positional arguments; a command without them refuses any (exit 2). */
+  readonly arguments?: readonly ArgumentSpec[];
   /** Exit codes this command can end with, and what each means here. */
   readonly exitCodes: ReadonlyArray<readonly [number, string]>;
-  run(io: CliIO, values: Readonly<Record<string, string | boolean | undefined>>): Promise<number>;
+  run(io: CliIO, values: Readonly<Record<string, string | boolean | undefined>>, args: readonly string[]): Promise<number>;
   /** `qbhealth <name> <subcommand> [options]`: the subcommand runs instead (this one's run is not called). */
   readonly subcommands?: readonly Command[];
+  /**
+   * With subcommands: when none is named (`qbhealth fleet`, `qbhealth fleet --json`) this command
+   * runs itself with its own options, instead of asking for a subcommand.
+   */
+  readonly runsWithoutSubcommand?: boolean;
 }
 
 export function writeLine(stream: Writable, secrets: SecretRegistry, text = ''): void {

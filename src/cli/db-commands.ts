@@ -11,10 +11,18 @@ import { writeLine, type CliIO, type Command } from './command.js';
 import { configProblemsError } from './errors.js';
 
 
-export async function withDatabase(io: CliIO, fn: (pool: Pool, log: Logger, config: DatabaseConfig) => Promise<number>): Promise<number> {
+/**
+ * Runs `fn` with a pool on DATABASE_URL, closed after. `moreProblems`: the command's own
+ * configuration problems, reported with DATABASE_URL's in one list (exit 78).
+ */
+export async function withDatabase(
+  io: CliIO,
+  fn: (pool: Pool, log: Logger, config: DatabaseConfig) => Promise<number>,
+  moreProblems: readonly string[] = [],
+): Promise<number> {
   const parsed = parseConfig(io.env, 'database', io.cwd);
   io.secrets.add(...parsed.secrets);
-  if (!parsed.ok) throw configProblemsError(parsed.problems);
+  if (!parsed.ok || moreProblems.length > 0) throw configProblemsError([...(parsed.ok ? [] : parsed.problems), ...moreProblems]);
   // Log events go to stderr as JSON lines; stdout carries the human summary.
   const log = createLogger({ level: parsed.config.logLevel, secrets: io.secrets, destination: pino.destination({ dest: 2, sync: true }) });
   const pool = createPool({ databaseUrl: parsed.config.databaseUrl, applicationName: 'qbhealth', max: 2 }, log);

@@ -7,6 +7,7 @@ import { checkSchemaCommand, migrateCommand } from './db-commands.js';
 import { connectCommand, disconnectCommand } from './connect-commands.js';
 import { rotateKeyCommand } from './key-commands.js';
 import { importTokensCommand, probeCommand } from './qbo-commands.js';
+import { fleetCommand } from './fleet-commands.js';
 import { pruneCommand, statusCommand } from './status-commands.js';
 import { simulatorCommand } from './simulator-command.js';
 import { schemaCommand } from './schema-commands.js';
@@ -23,6 +24,7 @@ export const COMMANDS: readonly Command[] = [
   rotateKeyCommand,
   simulatorCommand,
   schemaCommand,
+  fleetCommand,
 ];
 
 export function mainHelp(): string {
@@ -46,15 +48,22 @@ export function commandHelp(command: Command): string {
     return [flag, spec.description] as const;
   });
   options.push(['--help', 'show this help']);
-  const width = Math.max(...options.map(([flag]) => flag.length));
-  const usage = `qbhealth ${command.name}${Object.keys(command.options).length > 0 ? ' [options]' : ''}`;
+  const args = command.arguments ?? [];
+  const subs = command.subcommands ?? [];
+  const width = Math.max(...[...options.map(([flag]) => flag), ...args.map((a) => a.name), ...subs.map((c) => c.name)].map((t) => t.length));
+  const usage = `qbhealth ${command.name}${args.map((a) => ` ${a.name}`).join('')}${Object.keys(command.options).length > 0 ? ' [options]' : ''}`;
   return [
     `usage: ${usage}`,
+    ...(subs.length > 0 ? [`       qbhealth ${command.name} <subcommand> [options]`] : []),
     '',
     command.description,
+    ...(args.length > 0 ? ['', 'arguments:', ...args.map((a) => `  ${a.name.padEnd(width)}  ${a.description}`)] : []),
     '',
     'options:',
     ...options.map(([flag, text]) => `  ${flag.padEnd(width)}  ${text}`),
+    ...(subs.length > 0
+      ? ['', 'subcommands:', ...subs.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`), `  (\`qbhealth ${command.name} <subcommand> --help\` for a subcommand's options and exit codes)`]
+      : []),
     '',
     'exit codes:',
     ...command.exitCodes.map(([code, text]) => `  ${String(code).padStart(2)}  ${text}`),
@@ -123,6 +132,7 @@ export function groupHelp(group: Command): string {
 /** `qbhealth schema snapshot …` runs `snapshot`, named `schema snapshot` in its help and messages. */
 function resolveSubcommand(io: CliIO, group: Command, args: readonly string[]): { command: Command; rest: readonly string[] } | number {
   const [subName, ...rest] = args;
+  if (group.runsWithoutSubcommand && (subName === undefined || subName.startsWith('-'))) return { command: group, rest: args };
   if (subName === '--help' || subName === '-h') {
     writeLine(io.stdout, io.secrets, groupHelp(group));
     return ExitCode.ok;
@@ -141,9 +151,13 @@ function resolveSubcommand(io: CliIO, group: Command, args: readonly string[]): 
 async function runCommand(io: CliIO, command: Command, rest: readonly string[]): Promise<number> {
   const options: NonNullable<ParseArgsConfig['options']> = { help: { type: 'boolean', short: 'h' } };
   for (const [optionName, spec] of Object.entries(command.options)) options[optionName] = { type: spec.type };
+  const expected = command.arguments ?? [];
   let values: Record<string, string | boolean | undefined>;
+  let args: string[];
   try {
-    values = parseArgs({ args: [...rest], options, strict: true, allowPositionals: false }).values as typeof values;
+    const parsed = parseArgs({ args: [...rest], options, strict: true, allowPositionals: expected.length > 0 });
+    values = parsed.values as typeof values;
+    args = parsed.positionals;
   } catch (err) {
     // parseArgs reports unknown or malformed options by throwing; that is a usage error (exit 2).
     return usageError(io, coerceError(err).message, commandHelp(command));
@@ -152,9 +166,13 @@ async function runCommand(io: CliIO, command: Command, rest: readonly string[]):
     writeLine(io.stdout, io.secrets, commandHelp(command));
     return ExitCode.ok;
   }
+  if (args.length < expected.length) {
+    return usageError(io, `missing ${expected.slice(args.length).map((a) => a.name).join(' ')} (\`qbhealth ${command.name}${expected.map((a) => ` ${a.name}`).join('')}\`)`, commandHelp(command));
+  }
+  if (args.length > expected.length) return usageError(io, `unexpected argument "${args[expected.length] ?? ''}"`, commandHelp(command));
 
   try {
-    return await command.run(io, values);
+    return await command.run(io, values, args);
   } catch (err) {
     if (err instanceof OperatorError) {
       // A command does not retry: it says so, and what to do, rather than promising a retry.

@@ -4,16 +4,9 @@ import { loadStatusSnapshot, needsAttention, parseSince, type OpenAlert, type Re
 import { ExitCode, OperatorError } from '../errors.js';
 import { writeLine, type CliIO, type Command } from './command.js';
 import { withDatabase } from './db-commands.js';
+import { memberTtlFromEnv, renderFleetSection } from './fleet-commands.js';
+import { ago } from './format.js';
 import { databaseFailure, realmOption, requireRealm } from './qbo-commands.js';
-
-/** `4 s`, `12 min`, `3 h`, `2 d`. */
-export function ago(at: string, now: string): string {
-  const s = Math.max(0, Math.round((Date.parse(now) - Date.parse(at)) / 1000));
-  if (s < 120) return `${s} s ago`;
-  if (s < 7200) return `${Math.round(s / 60)} min ago`;
-  if (s < 172_800) return `${Math.round(s / 3600)} h ago`;
-  return `${Math.round(s / 86_400)} d ago`;
-}
 
 function span(seconds: number): string {
   if (seconds % 86_400 === 0) return `${seconds / 86_400}d`;
@@ -89,6 +82,7 @@ export function renderStatus(report: StatusReport, window: string): string {
   if (report.unattributedProbes > 0) lines.push(`${report.unattributedProbes} probe(s) in the window have no realm_id (written before the upgrade) and are not counted above`);
   lines.push(report.systemAlerts.length === 0 ? 'system alerts: none' : 'system alerts:');
   for (const a of report.systemAlerts) lines.push(`  ${alertLine(a, now)}`);
+  lines.push('', ...renderFleetSection(report.fleet));
   return lines.join('\n');
 }
 
@@ -99,8 +93,9 @@ export const statusCommand: Command = {
     'Reads the recorded history (nothing is probed) and shows, per realm: its current state, uptime over the window ' +
     '(pass and throttled probes count as up), p50/p95 latency, the last error with its intuit_tid, the days left on ' +
     'the refresh token (rolling and 5-year hard), open alerts, and a timeline of the window in 48 marks (+ passed, ' +
-    '~ throttled, ! some failed, x all failed, . no probe). Needs only DATABASE_URL. The daemon serves the same JSON at ' +
-    'GET /status.',
+    '~ throttled, ! some failed, x all failed, . no probe). Then the fleet: the daemons sharing the database, live or ' +
+    'down against FLEET_MEMBER_TTL_MS, as `qbhealth fleet` lists them. Needs only DATABASE_URL. The daemon serves the ' +
+    'same JSON at GET /status.',
   options: {
     'realm-id': { ...realmOption, description: 'only this realm' },
     since: { type: 'string', valueName: 'WINDOW', description: 'the window: 90m, 24h (default), 7d, 2w, or an ISO instant' },
@@ -112,9 +107,10 @@ export const statusCommand: Command = {
     [2, 'usage: a bad --since or --realm-id'],
     [65, 'the database schema is incomplete; run `qbhealth migrate`'],
     [75, 'PostgreSQL unreachable; retry'],
-    [78, 'configuration invalid (DATABASE_URL)'],
+    [78, 'configuration invalid (DATABASE_URL, FLEET_MEMBER_TTL_MS, FLEET_HEARTBEAT_MS)'],
   ],
   run: (io, values) => {
+    const { ttlMs, problems } = memberTtlFromEnv(io.env);
     const realmId = values['realm-id'] === undefined ? undefined : requireRealm(values, 'status');
     const window = typeof values.since === 'string' ? values.since : '24h';
     const now = new Date();
@@ -127,7 +123,7 @@ export const statusCommand: Command = {
     return withDatabase(io, async (pool) => {
       let report: StatusReport;
       try {
-        report = await loadStatusSnapshot(pool, { since, now, realmId });
+        report = await loadStatusSnapshot(pool, { since, now, realmId, fleetMemberTtlMs: ttlMs });
       } catch (err) {
         throw databaseFailure(err) ?? err;
       }
@@ -136,7 +132,7 @@ export const statusCommand: Command = {
       }
       writeLine(io.stdout, io.secrets, values.json ? JSON.stringify(report, null, 2) : renderStatus(report, window));
       return needsAttention(report) || report.realms.length === 0 ? ExitCode.probeFailing : ExitCode.ok;
-    });
+    }, problems);
   },
 };
 

@@ -1,9 +1,9 @@
 /**
  * The at-a-glance report behind `qbhealth status` and `GET /status`: per realm, its state,
  * uptime over a window, latency percentiles, last error with its intuit_tid, refresh-token
- * days left (rolling and hard), open alerts and a timeline of pass/fail buckets. Read-only, a
- * handful of indexed queries, and plain JSON so the CLI's `--json` and the endpoint serve the
- * same document.
+ * days left (rolling and hard), open alerts and a timeline of pass/fail buckets; and the fleet
+ * of daemons sharing the database (db/fleet-report.ts). Read-only, a handful of indexed
+ * queries, and plain JSON so the CLI's `--json` and the endpoint serve the same document.
  *
  * Uptime counts `pass` and `warn` probes as up: `warn` is a throttled answer (429), where the
  * connection works and Intuit asked us to slow down. Rows adopted from before realm_id existed
@@ -12,6 +12,7 @@
 import type { Logger } from '../log.js';
 import { alertsTable as A, healthTable as H, tokensTable as T } from './schema.js';
 import { isSystemSubject } from '../escalate/escalator.js';
+import { DEFAULT_FLEET_MEMBER_TTL_MS, loadFleetReport, type FleetReport } from './fleet-report.js';
 import { createPool, inTransaction, withClient, type Pool, type Queryable } from './pool.js';
 
 export const TIMELINE_WIDTH = 48;
@@ -86,6 +87,8 @@ export interface StatusReport {
   readonly systemAlerts: OpenAlert[];
   readonly lastProbeAt: string | null;
   readonly unattributedProbes: number;
+  /** The daemons sharing the database (`qbhealth fleet --json`), whatever realm the report is narrowed to. */
+  readonly fleet: FleetReport;
 }
 
 export interface StatusQuery {
@@ -93,6 +96,8 @@ export interface StatusQuery {
   readonly now?: Date;
   readonly realmId?: string | undefined;
   readonly width?: number;
+  /** FLEET_MEMBER_TTL_MS: members whose heartbeat is older are reported down (default 15000). */
+  readonly fleetMemberTtlMs?: number;
 }
 
 const DAY_MS = 86_400_000;
@@ -239,6 +244,7 @@ export async function loadStatus(db: Queryable, q: StatusQuery): Promise<StatusR
   const windows = await db.query<WindowRow>(WINDOW_SQL, [q.since, now, realmParam]);
   const alerts = await db.query<AlertRow>(ALERTS_SQL);
   const newest = await db.query<{ newest: Date | null }>(NEWEST_SQL, [now]);
+  const fleet = await loadFleetReport(db, q.fleetMemberTtlMs ?? DEFAULT_FLEET_MEMBER_TTL_MS);
 
   const windowByRealm = new Map(windows.rows.filter((w) => w.realm_id !== null).map((w) => [w.realm_id as string, w]));
   const unattributed = windows.rows.find((w) => w.realm_id === null)?.total ?? 0;
@@ -313,6 +319,7 @@ export async function loadStatus(db: Queryable, q: StatusQuery): Promise<StatusR
     systemAlerts: openAlerts.filter((a) => a.realmId === null),
     lastProbeAt: newest.rows[0]?.newest?.toISOString() ?? null,
     unattributedProbes: unattributed,
+    fleet,
   };
 }
 
@@ -339,6 +346,8 @@ export interface StatusReaderOptions {
   readonly statementTimeoutMs?: number;
   /** Bound on getting a connection (2 s), waiting behind other reads included. */
   readonly connectionTimeoutMs?: number;
+  /** FLEET_MEMBER_TTL_MS the daemon runs with, so /status calls members down as the daemons do (default 15000). */
+  readonly fleetMemberTtlMs?: number;
 }
 
 /** The pool's application_name, so these reads are told apart in pg_stat_activity. */
@@ -352,6 +361,7 @@ export const STATUS_APPLICATION_NAME = 'qbo-health-monitor/status';
  */
 export class StatusReader implements StatusSource {
   private readonly pool: Pool;
+  private readonly fleetMemberTtlMs: number;
   private closing: Promise<void> | undefined;
 
   constructor(databaseUrl: string, log: Logger, opts: StatusReaderOptions = {}) {
@@ -365,10 +375,11 @@ export class StatusReader implements StatusSource {
       },
       log,
     );
+    this.fleetMemberTtlMs = opts.fleetMemberTtlMs ?? DEFAULT_FLEET_MEMBER_TTL_MS;
   }
 
   load(q: StatusQuery): Promise<StatusReport> {
-    return loadStatusSnapshot(this.pool, q);
+    return loadStatusSnapshot(this.pool, { ...q, fleetMemberTtlMs: q.fleetMemberTtlMs ?? this.fleetMemberTtlMs });
   }
 
   /** Safe to call twice (a failed start and a stop both close the server). */
