@@ -73,7 +73,6 @@ export class Daemon {
   /** SCHEMA_WATCH_*: the application's tables and queries, watched on the daemon's pool (catalog reads only). */
   private readonly schemaWatch: SchemaWatch | undefined;
   private timers: NodeJS.Timeout[] = [];
-  private knownRealms: string[] = [];
   /** Realms the staleness check has raised `monitor_stalled` for. */
   private readonly stalled = new Set<string>();
   private cycle: Promise<void> | undefined;
@@ -87,6 +86,9 @@ export class Daemon {
     private readonly version: string,
   ) {
     const instanceId = config.instanceId;
+    // Every series says which member served it: under PM2 cluster mode one port answers from
+    // several processes, and their counters must not be mistaken for one another's.
+    this.metrics.registry.setDefaultLabels({ monitor_instance: instanceId });
     this.pool = createPool(
       { databaseUrl: config.databaseUrl, applicationName: `qbo-health-monitor ${instanceId}`.slice(0, 63), max: config.probeConcurrency + 3, statementTimeoutMs: 30_000, connectionTimeoutMs: 5000 },
       log,
@@ -111,12 +113,13 @@ export class Daemon {
     this.server = new HealthServer(
       this.state,
       this.metrics,
-      { healthToken: config.healthToken, refreshTokenWarnDays: config.refreshTokenWarnDays, version, status: new StatusReader(config.databaseUrl, log) },
+      { healthToken: config.healthToken, refreshTokenWarnDays: config.refreshTokenWarnDays, version, status: new StatusReader(config.databaseUrl, log, { fleetMemberTtlMs: config.fleetMemberTtlMs }) },
       log,
     );
     this.state.openAlerts = () => [...this.escalator.openAlerts(), ...this.dbAlerts.openAlerts()];
     this.membership = new Membership(this.pool, log, { instanceId, version, heartbeatMs: config.fleetHeartbeatMs, ttlMs: config.fleetMemberTtlMs });
     this.fleetWatch = new FleetWatch(this.pool, this.membership, this.escalator, this.state, log, { heartbeatMs: config.fleetHeartbeatMs, ttlMs: config.fleetMemberTtlMs });
+    this.fleetWatch.onGone = (realmId) => this.forgetRealm(realmId);
     const periodMs = schedulePeriodMs(config.probeSchedule);
     this.cycleRunner = new ProbeCycle(
       this.pool,
@@ -315,7 +318,6 @@ export class Daemon {
   private async runCycle(force: boolean): Promise<void> {
     const started = performance.now();
     this.notifier.retryFailed();
-    this.forgetFormerRealms();
     const summary = await this.cycleRunner.run(force);
     this.state.spoolPending = this.spool.pending;
     this.dbAlerts.apply();
@@ -354,7 +356,6 @@ export class Daemon {
       return;
     }
     const { realms, unreadable } = checked;
-    this.knownRealms = realms;
     this.state.expectRealms(realms);
     if (unreadable.length === 0) return;
     this.log.error(
@@ -368,15 +369,6 @@ export class Daemon {
     await this.escalator.persist();
   }
 
-  /** Realms that were monitored (a result, an alert, a due result) and are no longer in the fleet's view. */
-  private forgetFormerRealms(): void {
-    if (this.state.fleet === undefined) return;
-    const current = new Set(this.state.expected.keys());
-    const seen = new Set([...this.state.realms.keys(), ...this.knownRealms, ...this.escalator.realmsWithState()]);
-    for (const id of seen) if (!current.has(id)) this.forgetRealm(id);
-    this.knownRealms = [...current];
-  }
-
   /** A realm deleted from the token table or disconnected: no probes, no metrics series, its alerts resolved. */
   private forgetRealm(realmId: string): void {
     const resolved = this.escalator.resolveRealm(realmId, 'realm disconnected by an operator');
@@ -384,7 +376,6 @@ export class Daemon {
     this.metrics.forget(realmId);
     this.state.realms.delete(realmId);
     this.state.expected.delete(realmId);
-    this.knownRealms = this.knownRealms.filter((id) => id !== realmId);
     this.log.info({ event: LogEvent.realmForgotten, realmId, resolvedAlerts: resolved }, `realm ${realmId} is no longer monitored (disconnected or removed)`);
   }
 

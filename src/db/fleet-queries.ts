@@ -206,7 +206,8 @@ export interface RealmView {
 }
 
 /**
- * The fleet's view of every monitored realm, and the database's clock. Results are sent only for
+ * The fleet's view of every monitored realm (connected or reconnect_required, whether it has a
+ * lease row yet or not), and the database's clock. Results are sent only for
  * realms probed after `since` (an earlier call's `now`): the rest are unchanged.
  */
 export async function fleetView(db: Queryable, since: Date | undefined): Promise<{ now: Date; realms: RealmView[] }> {
@@ -219,13 +220,13 @@ export async function fleetView(db: Queryable, since: Date | undefined): Promise
     last_result: unknown;
     last_success_age_ms: number | null;
   }>(
-    `SELECT now() AS db_now, l.realm_id, CASE WHEN l.lease_until > now() THEN l.holder END AS holder,
+    `SELECT now() AS db_now, t.realm_id, CASE WHEN l.lease_until > now() THEN l.holder END AS holder,
             (extract(epoch FROM now() - l.probed_at) * 1000)::float8 AS probed_age_ms, l.probed_by,
             CASE WHEN $1::timestamptz IS NULL OR l.probed_at >= $1::timestamptz THEN l.last_result END AS last_result,
             (extract(epoch FROM now() - l.last_success_at) * 1000)::float8 AS last_success_age_ms
        FROM (SELECT 1) one
-       LEFT JOIN (${L.name} l JOIN ${T.name} t ON t.realm_id = l.realm_id AND t.status <> 'disconnected') ON true
-      ORDER BY l.realm_id`,
+       LEFT JOIN (${T.name} t LEFT JOIN ${L.name} l ON l.realm_id = t.realm_id) ON t.status <> 'disconnected'
+      ORDER BY t.realm_id`,
     [since ?? null],
   );
   return {

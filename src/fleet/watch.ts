@@ -22,6 +22,10 @@ export class FleetWatch {
   /** The database's clock at the previous view: results probed since are read again. */
   private viewSince: Date | undefined;
   private readonly down = new Set<string>();
+  /** Realms missing from consecutive views (removed or disconnected), by how many views. */
+  private readonly absent = new Map<string, number>();
+  /** A realm that left the token table (or was disconnected): forgotten by the daemon. */
+  onGone: (realmId: string) => void = () => undefined;
   private readonly repeats = new RepeatLimiter();
 
   constructor(
@@ -79,7 +83,23 @@ export class FleetWatch {
       lastSuccessAgeMs: r.lastSuccessAgeMs,
       last: r.lastResult === undefined ? undefined : reviveProbeResult(r.lastResult),
     }));
+    const listed = new Set(realms.map((r) => r.realmId));
+    const known = new Set([...this.state.realms.keys(), ...this.state.expected.keys(), ...this.escalator.realmsWithState(), ...this.absent.keys()]);
     this.state.mergeFleetView(realms);
+    // Missing from two views in a row: a realm connected a moment ago is in the next view anyway.
+    for (const id of known) {
+      if (listed.has(id)) {
+        this.absent.delete(id);
+        continue;
+      }
+      const times = (this.absent.get(id) ?? 0) + 1;
+      if (times < 2) {
+        this.absent.set(id, times);
+        continue;
+      }
+      this.absent.delete(id);
+      this.onGone(id);
+    }
   }
 
   /** The leader's duty: members down raise `monitor_instance_down`; members back, or retired, resolve it. */

@@ -108,8 +108,9 @@ export class HealthState {
   }
 
   /**
-   * The fleet's view of every monitored realm: the realms expected are the fleet's, and a result
-   * another member took replaces this member's older one. Ages are on the database's clock.
+   * The fleet's view of every monitored realm: each is expected, and a result another member took
+   * replaces this member's older one. Ages are on the database's clock. Realms missing from the
+   * view are not dropped here: FleetWatch forgets them once they stay missing.
    */
   mergeFleetView(realms: readonly FleetRealm[], now = Date.now()): void {
     for (const r of realms) {
@@ -128,7 +129,7 @@ export class HealthState {
         probedBy: r.probedBy,
       });
     }
-    this.retainRealms(new Set(realms.map((r) => r.realmId)));
+    for (const r of realms) if (!this.expected.has(r.realmId)) this.expected.set(r.realmId, new Date(now));
   }
 
   /** Keeps only the realms still being probed (a disconnected realm leaves the health report). */

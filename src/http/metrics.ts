@@ -34,7 +34,9 @@ export class Metrics {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     for (const name of MISNAMED_DEFAULTS) this.registry.removeSingleMetric(name);
-    this.success = new Gauge({ name: 'probe_success', help: 'Whether the last probe of the realm found the connection up (1; throttled counts as up) or failing (0)', labelNames: ['realm_id'], registers });
+    // Set from the state at each scrape (collectRealms), once for the four per-realm gauges.
+    const realms = (): void => this.collectRealms(state);
+    this.success = new Gauge({ collect: realms, name: 'probe_success', help: 'Whether the last probe of the realm found the connection up (1; throttled counts as up) or failing (0)', labelNames: ['realm_id'], registers });
     this.duration = new Gauge({
       name: 'probe_duration_seconds',
       help: 'Duration of the last probe of the realm in seconds, the whole probe: token refresh (when one was needed) and CompanyInfo',
@@ -78,6 +80,25 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: 'qbhealth_fleet_members',
+      help: 'Members of the fleet (daemons sharing the database) by state: live, or down (heartbeat older than FLEET_MEMBER_TTL_MS)',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const members = state.fleet?.members ?? [];
+        this.set({ state: 'live' }, members.filter((m) => m.live).length);
+        this.set({ state: 'down' }, members.filter((m) => !m.live).length);
+      },
+    });
+    new Gauge({
+      name: 'qbhealth_realms_held',
+      help: 'Realms whose lease this member holds at the last heartbeat (probing them now)',
+      registers,
+      collect() {
+        this.set(state.fleet?.members.find((m) => m.instanceId === state.fleet?.self)?.realmsHeld ?? 0);
+      },
+    });
+    new Gauge({
       name: 'qbhealth_database_up',
       help: 'Whether PostgreSQL was reachable at the last check',
       registers,
@@ -103,18 +124,30 @@ export class Metrics {
     let seen = this.seen.get(r.realmId);
     if (!seen) this.seen.set(r.realmId, (seen = { statuses: new Set(), codes: new Set() }));
     seen.statuses.add(r.status);
-    // Throttled (warn) counts as up, as in /health and `status`: Intuit answered and asked us to slow down.
     if (r.status === 'fail') seen.codes.add(r.errorCode);
-    this.success.set(realm, r.status === 'fail' ? 0 : 1);
-    this.duration.set(realm, (r.durationMs ?? r.latencyMs) / 1000);
     if (r.companyInfoMs !== undefined) this.companyInfoDuration.observe(r.companyInfoMs / 1000);
-    this.httpStatus.set(realm, r.httpStatus ?? 0);
     this.probes.inc({ ...realm, status: r.status });
     if (r.status === 'fail') this.failures.inc({ ...realm, error_code: r.errorCode });
-    // A refused refresh token (revoked, or rotated and lost) has no lifetime left to count down,
-    // whatever its stored expiry says: the realm must be reconnected.
-    if (r.errorCode === ErrorCode.authInvalidGrant) this.refreshLeft.remove(realm);
-    else if (r.refreshTokenExpiresAt) this.refreshLeft.set(realm, Math.round((r.refreshTokenExpiresAt.getTime() - Date.now()) / 1000));
+  }
+
+  /**
+   * The per-realm gauges, from the health state when scraped: the fleet's view (each realm's last
+   * result, whichever member took it), so every member serves the same values and a realm that
+   * moved to another member does not leave a stale series here.
+   */
+  private collectRealms(state: HealthState): void {
+    for (const g of [this.success, this.duration, this.httpStatus, this.refreshLeft]) g.reset();
+    const now = Date.now();
+    for (const { realmId, last: r } of state.realms.values()) {
+      const realm = { realm_id: realmId };
+      // Throttled (warn) counts as up, as in /health and `status`: Intuit answered and asked us to slow down.
+      this.success.set(realm, r.status === 'fail' ? 0 : 1);
+      this.duration.set(realm, (r.durationMs ?? r.latencyMs) / 1000);
+      this.httpStatus.set(realm, r.httpStatus ?? 0);
+      // A refused refresh token (revoked, or rotated and lost) has no lifetime left to count down,
+      // whatever its stored expiry says: the realm must be reconnected.
+      if (r.errorCode !== ErrorCode.authInvalidGrant && r.refreshTokenExpiresAt) this.refreshLeft.set(realm, Math.round((r.refreshTokenExpiresAt.getTime() - now) / 1000));
+    }
   }
 
   /** A realm no longer probed (disconnected, removed) leaves every per-realm series. */

@@ -12,7 +12,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isIPv4, type AddressInfo } from 'node:net';
 import { LogEvent, type Logger } from '../log.js';
 import type { HealthState } from '../health/state.js';
-import { isSystemSubject, SystemSubject } from '../escalate/escalator.js';
+import { instanceOfSubject, isSystemSubject, SystemSubject } from '../escalate/transition.js';
 import type { ProbeResult } from '../probe-result.js';
 import { ErrorCode } from '../quickbooks/outcome.js';
 import type { Metrics } from './metrics.js';
@@ -221,7 +221,7 @@ export class HealthDocument {
     const at = new Date(now).toISOString();
     const live = state.live(now);
     const alerts = state.openAlerts();
-    const shownAlerts = alerts.slice(0, 10).map((a) => `${a.kind}${isSystemSubject(a.realmId) ? (a.realmId === SystemSubject.schemaWatch ? ' (schema watch)' : '') : ` (realm ${a.realmId})`} ${a.severity}`);
+    const shownAlerts = alerts.slice(0, 10).map((a) => `${a.kind}${alertSubject(a.realmId)} ${a.severity}`);
     const dbStatus: Status = state.db.reachable ? 'pass' : 'fail';
     const system: Record<string, Check[]> = {
       'postgres:connection': [
@@ -268,6 +268,7 @@ export class HealthDocument {
         },
       ],
       'monitor:staleness': [staleness(state, now)],
+      ...(state.fleet ? { 'fleet:members': [fleetCheck(state.fleet)] } : {}),
       ...(state.schemaWatch ? { 'postgres:schemaWatch': [schemaWatchCheck(state.schemaWatch)] } : {}),
     };
     for (const [key, list] of Object.entries(system)) for (const c of list) note(key, c.status);
@@ -304,6 +305,37 @@ function schemaWatchCheck(watch: NonNullable<HealthState['schemaWatch']>): Check
     status,
     time: watch.checkedAt.toISOString(),
     ...(status === 'pass' ? {} : { output: notes.filter(Boolean).join('; ') }),
+  };
+}
+
+/** How an alert's subject is named in a one-line list. */
+function alertSubject(subject: string): string {
+  if (!isSystemSubject(subject)) return ` (realm ${subject})`;
+  if (subject === SystemSubject.schemaWatch) return ' (schema watch)';
+  const instance = instanceOfSubject(subject);
+  return instance === undefined ? '' : ` (member ${instance})`;
+}
+
+/**
+ * The fleet (several daemons sharing the database): `warn` while a member is down (its realms are
+ * covered by the others; `monitor:staleness` fails if they are not) or the live members run
+ * different versions (a rolling upgrade that did not finish). Never `fail`: this member is fine.
+ */
+function fleetCheck(fleet: NonNullable<HealthState['fleet']>): Check {
+  const live = fleet.members.filter((m) => m.live);
+  const down = fleet.members.filter((m) => !m.live);
+  const notes = [
+    down.length > 0 ? `${plural(down.length, 'member')} not heartbeating: ${down.map((m) => `${m.instanceId} (${Math.round(m.heartbeatAgeMs / 1000)} s)`).join(', ')}` : '',
+    fleet.versions.length > 1 ? `live members run different versions: ${fleet.versions.join(', ')}` : '',
+  ].filter(Boolean);
+  return {
+    componentType: ComponentType.component,
+    componentId: fleet.self,
+    observedValue: live.length,
+    observedUnit: 'live members',
+    status: notes.length > 0 ? 'warn' : 'pass',
+    time: fleet.readAt.toISOString(),
+    ...(notes.length > 0 ? { output: notes.join('; ') } : {}),
   };
 }
 

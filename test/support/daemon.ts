@@ -19,6 +19,9 @@ export function daemonEnv(databaseUrl: string, sim: Parameters<typeof simulatorE
     PROBE_TIMEOUT_MS: '3000',
     HOST: '127.0.0.1',
     PORT: '0',
+    // The fleet's view (and the forgetting of removed realms) at test pace.
+    FLEET_HEARTBEAT_MS: '500',
+    FLEET_MEMBER_TTL_MS: '5000',
     SPOOL_DIR: mkdtempSync(path.join(os.tmpdir(), 'qbhm-spool-')),
   };
 }
@@ -75,7 +78,7 @@ export function spawnDaemon(env: Record<string, string>, cwd = scratchDir(), nod
     });
   });
   const events = (event: string): LogLine[] => lines.filter((l) => l.event === event);
-  const tail = (): string => lines.slice(-15).map((l) => JSON.stringify(l)).join('\n');
+  const tail = (): string => lines.slice(-Number(process.env.QBHM_TEST_TAIL ?? 15)).map((l) => JSON.stringify(l)).join('\n');
 
   const waitFor: RunningDaemon['waitFor'] = (event, opts = {}) =>
     new Promise((resolve, reject) => {
