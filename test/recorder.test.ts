@@ -5,7 +5,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool, type Pool } from '../src/db/pool.js';
-import { insertProbeResults } from '../src/db/queries.js';
+import { insertProbeResults } from '../src/db/health-queries.js';
 import { Escalator } from '../src/escalate/escalator.js';
 import { WebhookNotifier } from '../src/escalate/notifier.js';
 import type { ProbeResult } from '../src/probe-result.js';

@@ -4,7 +4,7 @@
  * can change without a single realm having to reconnect.
  */
 import { inTransaction, SqlState, sqlState, withClient, type Pool } from '../db/pool.js';
-import { tokensTable as T } from '../db/schema.js';
+import { listTokenRealmIds, readEnvelopesForUpdate, setTransactionLockTimeout, updateEnvelopes } from '../db/token-queries.js';
 import { ExitCode } from '../errors.js';
 import { TokenCipher, TokenUnreadableError } from '../quickbooks/cipher.js';
 import { writeLine, type CliIO, type Command } from './command.js';
@@ -19,24 +19,13 @@ const LOCK_WAIT_MS = 60_000;
 
 type Outcome = { kind: 'reencrypted' | 'current' | 'gone' } | { kind: 'unreadable'; problem: string } | { kind: 'busy' };
 
-interface EnvelopeRow {
-  access_token_enc: string | null;
-  refresh_token_enc: string;
-}
-
-const LIST_SQL = `SELECT ${T.col('realm_id')} FROM ${T.name} ORDER BY ${T.col('realm_id')}`;
-const LOCK_SQL = `SELECT ${T.columnList(['access_token_enc', 'refresh_token_enc'])} FROM ${T.name} WHERE ${T.col('realm_id')} = $1 FOR UPDATE`;
-// revision and updated_at describe the tokens, which do not change here: a refresh racing a
-// rotation must not mistake re-sealed envelopes for a token another process issued.
-const RESEAL_SQL = `UPDATE ${T.name} SET ${T.col('access_token_enc')} = $2, ${T.col('refresh_token_enc')} = $3 WHERE ${T.col('realm_id')} = $1`;
-
 /** One realm, under the same row lock the daemon refreshes under. */
 async function resealRealm(pool: Pool, cipher: TokenCipher, io: CliIO, realmId: string): Promise<Outcome> {
   try {
     return await withClient(pool, (client) =>
       inTransaction(client, async () => {
-        await client.query(`SELECT set_config('lock_timeout', $1, true)`, [`${LOCK_WAIT_MS}ms`]);
-        const row = (await client.query<EnvelopeRow>(LOCK_SQL, [realmId])).rows[0];
+        await setTransactionLockTimeout(client, LOCK_WAIT_MS);
+        const row = await readEnvelopesForUpdate(client, realmId);
         if (!row) return { kind: 'gone' as const };
         let access: string | null;
         let refresh: string;
@@ -51,11 +40,8 @@ async function resealRealm(pool: Pool, cipher: TokenCipher, io: CliIO, realmId: 
         if ((row.access_token_enc === null || cipher.isCurrent(row.access_token_enc)) && cipher.isCurrent(row.refresh_token_enc)) {
           return { kind: 'current' as const };
         }
-        await client.query(RESEAL_SQL, [
-          realmId,
-          access === null ? null : cipher.encrypt(access, realmId, 'access_token'),
-          cipher.encrypt(refresh, realmId, 'refresh_token'),
-        ]);
+        // Same tokens, sealed anew: revision and updated_at stay as they are (see updateEnvelopes).
+        await updateEnvelopes(client, realmId, access === null ? null : cipher.encrypt(access, realmId, 'access_token'), cipher.encrypt(refresh, realmId, 'refresh_token'));
         return { kind: 'reencrypted' as const };
       }),
     );
@@ -89,7 +75,7 @@ export const rotateKeyCommand: Command = {
       const cipher = TokenCipher.fromConfig(config);
       const counts = { reencrypted: 0, current: 0, unreadable: 0, busy: 0 };
       try {
-        const realms = (await pool.query<{ realm_id: string }>(LIST_SQL)).rows.map((r) => r.realm_id);
+        const realms = await listTokenRealmIds(pool);
         for (const realmId of realms) {
           const outcome = await resealRealm(pool, cipher, io, realmId);
           if (outcome.kind === 'gone') continue;

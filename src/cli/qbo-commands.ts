@@ -1,5 +1,5 @@
 /** Commands that talk to QuickBooks: import-tokens, probe (connect and disconnect are in connect-commands). */
-import { insertProbeResult } from '../db/queries.js';
+import { insertProbeResult } from '../db/health-queries.js';
 import { coerceError, ExitCode, OperatorError } from '../errors.js';
 import type { ProbeResult } from '../probe-result.js';
 import pRetry from 'p-retry';

@@ -16,7 +16,20 @@
  */
 import type { QboEnvironment } from '../config.js';
 import { inTransaction, isDatabaseUnavailable, withClient, type Pool, type Queryable } from '../db/pool.js';
-import { tokensTable as T } from '../db/schema.js';
+import {
+  lockTokenRowForUpdate,
+  readMonitoredTokenRows,
+  readRealmStatuses,
+  readRotationStateForUpdate,
+  readTokenRow,
+  readTokenRowForUpdate,
+  setTransactionLockTimeout,
+  updateCompanyName,
+  updateTokenStatus,
+  upsertTokenPair,
+  type ConnectionStatus,
+  type TokenRow,
+} from '../db/token-queries.js';
 import { coerceError } from '../errors.js';
 import { LogEvent, RepeatLimiter, type Logger, type SecretRegistry } from '../log.js';
 import { TokenUnreadableError, type TokenCipher } from './cipher.js';
@@ -57,7 +70,7 @@ interface UnsavedPair {
   readonly receivedAt: Date;
 }
 
-export type ConnectionStatus = 'connected' | 'reconnect_required' | 'disconnected';
+export type { ConnectionStatus };
 
 export interface RealmTokens {
   readonly realmId: string;
@@ -80,34 +93,6 @@ export interface RealmSummary {
 
 /** An access token this close to expiry is refreshed first, so a probe never races the clock. */
 export const ACCESS_TOKEN_MARGIN_MS = 120_000;
-
-interface TokenRow {
-  realm_id: string;
-  environment: QboEnvironment;
-  access_token_enc: string | null;
-  access_token_expires_at: Date | null;
-  refresh_token_enc: string;
-  refresh_token_expires_at: Date | null;
-  refresh_token_hard_expires_at: Date | null;
-  status: ConnectionStatus;
-  status_reason: string | null;
-  company_name: string | null;
-  revision: string;
-}
-
-/** What a token write sets (plus revision and updated_at); reads add company_name and revision. */
-const WRITTEN_COLUMNS = [
-  'realm_id',
-  'environment',
-  'access_token_enc',
-  'access_token_expires_at',
-  'refresh_token_enc',
-  'refresh_token_expires_at',
-  'refresh_token_hard_expires_at',
-  'status',
-  'status_reason',
-] as const;
-const COLUMNS = T.columnList([...WRITTEN_COLUMNS, 'company_name', 'revision']);
 
 export class TokenStore {
   private readonly lastRead = new Map<string, RealmTokens>();
@@ -148,12 +133,7 @@ export class TokenStore {
     };
   }
 
-  private async select(db: Queryable, realmId: string, forUpdate: boolean): Promise<RealmTokens | undefined> {
-    const result = await db.query<TokenRow>(
-      `SELECT ${COLUMNS} FROM ${T.name} WHERE ${T.col('realm_id')} = $1${forUpdate ? ' FOR UPDATE' : ''}`,
-      [realmId],
-    );
-    const row = result.rows[0];
+  private decodeIfAny(row: TokenRow | undefined): RealmTokens | undefined {
     return row ? this.decode(row) : undefined;
   }
 
@@ -165,7 +145,7 @@ export class TokenStore {
   async get(realmId: string): Promise<RealmTokens | undefined> {
     let tokens: RealmTokens | undefined;
     try {
-      tokens = await withClient(this.pool, (client) => this.select(client, realmId, false));
+      tokens = await withClient(this.pool, async (client) => this.decodeIfAny(await readTokenRow(client, realmId)));
     } catch (err) {
       const cached = this.lastRead.get(realmId);
       if (!isDatabaseUnavailable(err) || !cached || !this.isFresh(cached)) throw err;
@@ -185,7 +165,7 @@ export class TokenStore {
    * once rather than realm by realm as probes come round.
    */
   async checkReadable(): Promise<{ realms: string[]; unreadable: Array<{ realmId: string; error: string }> }> {
-    const { rows } = await this.pool.query<TokenRow>(`SELECT ${COLUMNS} FROM ${T.name} WHERE status <> 'disconnected' ORDER BY realm_id`);
+    const rows = await readMonitoredTokenRows(this.pool);
     const unreadable: Array<{ realmId: string; error: string }> = [];
     for (const row of rows) {
       try {
@@ -200,46 +180,21 @@ export class TokenStore {
 
   /** Realms to probe: every one not `disconnected` (or just `realmId`, whatever its status). */
   async listRealms(realmId?: string): Promise<RealmSummary[]> {
-    const result = await this.pool.query<{ realm_id: string; status: ConnectionStatus }>(
-      realmId === undefined
-        ? `SELECT realm_id, status FROM ${T.name} WHERE status <> 'disconnected' ORDER BY realm_id`
-        : `SELECT realm_id, status FROM ${T.name} WHERE realm_id = $1`,
-      realmId === undefined ? [] : [realmId],
-    );
-    return result.rows.map((r) => ({ realmId: r.realm_id, status: r.status }));
+    return readRealmStatuses(this.pool, realmId);
   }
 
   private async write(db: Queryable, realmId: string, environment: QboEnvironment, tokens: TokenSet): Promise<number> {
     this.secrets.track(realmId, [tokens.accessToken, tokens.refreshToken]);
-    const result = await db.query<{ revision: string }>(
-      `${T.insert([...WRITTEN_COLUMNS, 'revision', 'updated_at'])}
-       ON CONFLICT (realm_id) DO UPDATE SET
-         environment = EXCLUDED.environment,
-         access_token_enc = EXCLUDED.access_token_enc,
-         access_token_expires_at = EXCLUDED.access_token_expires_at,
-         refresh_token_enc = EXCLUDED.refresh_token_enc,
-         refresh_token_expires_at = EXCLUDED.refresh_token_expires_at,
-         refresh_token_hard_expires_at = COALESCE(EXCLUDED.refresh_token_hard_expires_at, ${T.name}.refresh_token_hard_expires_at),
-         status = 'connected',
-         status_reason = NULL,
-         revision = ${T.name}.revision + 1,
-         updated_at = EXCLUDED.updated_at
-       RETURNING revision`,
-      [
-        realmId,
-        environment,
-        this.cipher.encrypt(tokens.accessToken, realmId, 'access_token'),
-        tokens.accessTokenExpiresAt,
-        this.cipher.encrypt(tokens.refreshToken, realmId, 'refresh_token'),
-        tokens.refreshTokenExpiresAt,
-        tokens.refreshTokenHardExpiresAt ?? null,
-        'connected',
-        null,
-        1,
-        this.now(),
-      ],
-    );
-    return Number(result.rows[0]?.revision);
+    return upsertTokenPair(db, {
+      realmId,
+      environment,
+      accessTokenEnc: this.cipher.encrypt(tokens.accessToken, realmId, 'access_token'),
+      accessTokenExpiresAt: tokens.accessTokenExpiresAt,
+      refreshTokenEnc: this.cipher.encrypt(tokens.refreshToken, realmId, 'refresh_token'),
+      refreshTokenExpiresAt: tokens.refreshTokenExpiresAt,
+      refreshTokenHardExpiresAt: tokens.refreshTokenHardExpiresAt,
+      updatedAt: this.now(),
+    });
   }
 
   /**
@@ -256,7 +211,7 @@ export class TokenStore {
         inTransaction(client, async () => {
           // The existing row (if any) is locked without decrypting it: an import is how a realm
           // whose envelopes the key cannot open is mended.
-          await client.query(`SELECT 1 FROM ${T.name} WHERE ${T.col('realm_id')} = $1 FOR UPDATE`, [realmId]);
+          await lockTokenRowForUpdate(client, realmId);
           const issued = await this.oauth.refresh(refreshToken, AbortSignal.timeout(REFRESH_ANSWER_TIMEOUT_MS));
           received = { realmId, environment, tokens: issued, from: undefined, receivedAt: this.now() };
           await this.write(client, realmId, environment, issued);
@@ -282,7 +237,7 @@ export class TokenStore {
    */
   async setCompanyName(realmId: string, companyName: string): Promise<void> {
     try {
-      await this.pool.query(`UPDATE ${T.name} SET company_name = $2 WHERE realm_id = $1 AND company_name IS DISTINCT FROM $2`, [realmId, companyName]);
+      await updateCompanyName(this.pool, realmId, companyName);
     } catch (err) {
       this.log.warn({ event: LogEvent.dbWriteFailed, what: 'company name', realmId, err }, 'company name not saved yet; the next successful probe tries again');
       return;
@@ -296,7 +251,7 @@ export class TokenStore {
   }
 
   private async writeStatus(db: Queryable, realmId: string, status: ConnectionStatus, reason: string | undefined): Promise<void> {
-    await db.query(`UPDATE ${T.name} SET status = $2, status_reason = $3, updated_at = $4 WHERE realm_id = $1`, [realmId, status, reason ?? null, this.now()]);
+    await updateTokenStatus(db, realmId, status, reason, this.now());
   }
 
   isFresh(tokens: RealmTokens): boolean {
@@ -383,11 +338,7 @@ export class TokenStore {
     for (const pending of realmId === undefined ? [...this.unsaved.values()] : [this.unsaved.get(realmId)].filter((p) => p !== undefined)) {
       const outcome = await withClient(this.pool, (client) =>
         inTransaction(client, async () => {
-          const row = await client.query<{ refresh_token_enc: string; revision: string; status: ConnectionStatus }>(
-            `SELECT ${T.columnList(['refresh_token_enc', 'revision', 'status'])} FROM ${T.name} WHERE ${T.col('realm_id')} = $1 FOR UPDATE`,
-            [pending.realmId],
-          );
-          const current = row.rows[0];
+          const current = await readRotationStateForUpdate(client, pending.realmId);
           if (!current) return 'gone' as const;
           // An operator disconnected it meanwhile: storing the pair would revive it.
           if (current.status === 'disconnected' && pending.from !== undefined) return 'disconnected' as const;
@@ -430,7 +381,7 @@ export class TokenStore {
     // refresh (an import, a connect, another process) has committed by the time we get it.
     const superseded = await withClient(this.pool, (client) =>
       inTransaction(client, async () => {
-        const current = await this.select(client, realmId, true);
+        const current = this.decodeIfAny(await readTokenRowForUpdate(client, realmId));
         if (current && current.refreshToken !== first.refusedToken) return true;
         await this.writeStatus(client, realmId, 'reconnect_required', first.failure.message);
         return false;
@@ -488,8 +439,8 @@ export class TokenStore {
     return withClient(this.pool, (client) =>
       inTransaction(client, async () => {
         // Waiting for another refresher is bounded by what is left of the probe's deadline.
-        await client.query(`SELECT set_config('lock_timeout', $1, true)`, [`${remainingMs(signal)}ms`]);
-        const row = await this.select(client, realmId, true);
+        await setTransactionLockTimeout(client, remainingMs(signal));
+        const row = this.decodeIfAny(await readTokenRowForUpdate(client, realmId));
         if (!row) throw new RealmDisconnectedError(realmId, 'removed');
         if (row.status === 'disconnected') throw new RealmDisconnectedError(realmId);
         const refusedHere = staleRevision !== undefined && row.revision === staleRevision;

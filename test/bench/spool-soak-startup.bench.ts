@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createPool } from '../../src/db/pool.js';
-import { insertProbeResults } from '../../src/db/queries.js';
+import { insertProbeResults } from '../../src/db/health-queries.js';
 import { CURRENT_FILE, Spool } from '../../src/recorder/spool.js';
 import { freePort } from '../../src/dev/embedded-postgres.js';
 import type { ProbeResult } from '../../src/probe-result.js';
