@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startSimulator, type Simulator } from '../src/simulator/simulator.js';
 import type { StatusReport } from '../src/db/status.js';
 import { runQbhealth } from './support/cli.js';
-import { daemonEnv, spawnDaemon, webhookReceiver, type RunningDaemon, type WebhookReceiver } from './support/daemon.js';
+import { daemonEnv, spawnDaemon, webhookReceiver, withoutInstanceLabel, type RunningDaemon, type WebhookReceiver } from './support/daemon.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { CLIENT_ID, CLIENT_SECRET, KEY_B64 } from './support/qbo.js';
 import { eventually } from './support/wait.js';
@@ -82,9 +82,12 @@ describe('the daemon, end to end', () => {
     expect(doc.checks['postgres:connection']?.[0]?.status).toBe('pass');
     expect((await fetch(`${base}/metrics`)).status).toBe(401);
     const metrics = await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${HEALTH_TOKEN}` } })).text();
-    expect(metrics).toContain(`probe_success{realm_id="${REALM}"} 1`);
-    expect(metrics).toMatch(/qbhealth_spool_pending 0/);
-    expect(metrics).toMatch(/process_resident_memory_bytes \d+/);
+    const { text: series, instances } = withoutInstanceLabel(metrics);
+    // Every series says which member served it (several share one port under PM2 cluster mode).
+    expect(instances).toHaveLength(1);
+    expect(series).toContain(`probe_success{realm_id="${REALM}"} 1`);
+    expect(series).toMatch(/qbhealth_spool_pending 0/);
+    expect(series).toMatch(/process_resident_memory_bytes \d+/);
     expect((await fetch(`${base}/nowhere`)).status).toBe(404);
     expect(daemon.events('scheduler.cycle_completed')[0]).toMatchObject({ realms: 1, pass: 1, warn: 0, fail: 0, durationMs: expect.any(Number) });
 

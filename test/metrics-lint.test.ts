@@ -7,7 +7,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { daemonEnv, spawnDaemon, type RunningDaemon } from './support/daemon.js';
+import { daemonEnv, spawnDaemon, withoutInstanceLabel, type RunningDaemon } from './support/daemon.js';
 import { realmsFixture, type Fixture } from './support/realms.js';
 
 /** promtool from PATH, or where Debian puts it. */
@@ -39,7 +39,7 @@ function lint(text: string): Promise<{ code: number | null; output: string }> {
 
 /** The value of the sample `series` (name and labels exactly as exposed), or undefined. */
 function sampleOf(text: string, series: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  const line = withoutInstanceLabel(text).text.split('\n').find((l) => l.startsWith(`${series} `));
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
@@ -79,7 +79,7 @@ describe('the real daemon, read by the parsers of its readers', () => {
       };
       const first = await until('a probe of the realm in /metrics', async () => {
         const t = await scrape();
-        return t.includes(`probe_success{realm_id="${realm}"} 1`) ? t : undefined;
+        return withoutInstanceLabel(t).text.includes(`probe_success{realm_id="${realm}"} 1`) ? t : undefined;
       });
       expect(await lint(first)).toEqual({ code: 0, output: '' });
 
@@ -102,7 +102,7 @@ describe('the real daemon, read by the parsers of its readers', () => {
       // Every family we expose is present with data, and none of prom-client's misnamed gauges.
       expect(sampleOf(text, `probe_duration_seconds{realm_id="${realm}"}`)).toBeGreaterThan(0);
       expect(sampleOf(text, 'qbhealth_companyinfo_duration_seconds_count')).toBeGreaterThan(0);
-      expect(text).toContain(`qbhealth_refresh_token_expiry_seconds{realm_id="${realm}"}`);
+      expect(withoutInstanceLabel(text).text).toContain(`qbhealth_refresh_token_expiry_seconds{realm_id="${realm}"}`);
       expect(text).toMatch(/^nodejs_active_handles\{type="/m);
       expect(text).not.toMatch(/^nodejs_active_(handles|requests|resources)_total/m);
 

@@ -55,7 +55,9 @@ describe('probe metrics from real probes', () => {
     expect(result.errorCode).toBe('ok');
     expect(fx.sim.stats.refreshes - refreshesBefore).toBe(1);
 
-    const metrics = new Metrics(new HealthState());
+    const state = new HealthState();
+    const metrics = new Metrics(state);
+    state.observe(result);
     metrics.observe(result);
     const duration = await sample(metrics, 'probe_duration_seconds', { realm_id: realm });
     expect(duration).toBeGreaterThanOrEqual(REFRESH_DELAY_MS / 1000);
@@ -70,14 +72,17 @@ describe('probe metrics from real probes', () => {
 
   it('a probe without a refresh reports its whole duration too, and one that never reached CompanyInfo adds nothing to the CompanyInfo histogram', async () => {
     const realm = fx.realms[0] as string;
-    const metrics = new Metrics(new HealthState());
+    const state = new HealthState();
+    const metrics = new Metrics(state);
     const { result } = await m.prober.probe(realm);
+    state.observe(result);
     metrics.observe(result);
     expect(await sample(metrics, 'probe_duration_seconds', { realm_id: realm })).toBe((result.durationMs ?? Number.NaN) / 1000);
     expect((await histogram(metrics, 'qbhealth_companyinfo_duration_seconds')).count).toBe(1);
 
     // Our own side failed before any call to Intuit (the realm's tokens cannot be read).
     const own: ProbeResult = { ...result, probeId: 'own', errorCode: 'database_unavailable', connected: false, status: 'fail', durationMs: 12, companyInfoMs: undefined };
+    state.observe(own);
     metrics.observe(own);
     expect(await sample(metrics, 'probe_duration_seconds', { realm_id: realm })).toBe(0.012);
     expect((await histogram(metrics, 'qbhealth_companyinfo_duration_seconds')).count).toBe(1);
@@ -85,18 +90,22 @@ describe('probe metrics from real probes', () => {
 
   it('a refused refresh token (auth_invalid_grant: revoked, reconnect_required) leaves qbhealth_refresh_token_expiry_seconds instead of counting down its stored expiry', async () => {
     const realm = fx.realms[0] as string;
-    const metrics = new Metrics(new HealthState());
+    const state = new HealthState();
+    const metrics = new Metrics(state);
     const { result } = await m.prober.probe(realm);
+    state.observe(result);
     metrics.observe(result);
     expect(await sample(metrics, 'qbhealth_refresh_token_expiry_seconds', { realm_id: realm })).toBeGreaterThan(86_400);
 
     const revoked: ProbeResult = { ...result, probeId: 'revoked', errorCode: 'auth_invalid_grant', connected: false, status: 'fail', error: 'needs reconnecting' };
     expect(revoked.refreshTokenExpiresAt?.getTime()).toBeGreaterThan(Date.now() + 86_400_000);
+    state.observe(revoked);
     metrics.observe(revoked);
     expect(await sample(metrics, 'qbhealth_refresh_token_expiry_seconds', { realm_id: realm })).toBeUndefined();
     expect(await sample(metrics, 'probe_success', { realm_id: realm })).toBe(0);
 
     // Reconnected: the next passing probe has a live token again.
+    state.observe(result);
     metrics.observe(result);
     expect(await sample(metrics, 'qbhealth_refresh_token_expiry_seconds', { realm_id: realm })).toBeGreaterThan(86_400);
   });

@@ -14,6 +14,9 @@ const alert: AlertNotification = {
   since: '2026-11-23T10:00:00.000Z',
   lastError: 'ECONNREFUSED',
   intuitTid: null,
+  notificationId: '0b9f3c52-6d1e-4f4e-9a53-2f1c9c8f0a11',
+  dedupKey: 'qbo-health-monitor:database:monitor',
+  instance: 'host-a:8080',
   text: ':rotating_light: [CRITICAL] database: PostgreSQL is unreachable',
 };
 

@@ -8,8 +8,11 @@ import { createPool, type Pool } from '../src/db/pool.js';
 import { insertProbeResults } from '../src/db/health-queries.js';
 import { Escalator } from '../src/escalate/escalator.js';
 import { WebhookNotifier } from '../src/escalate/notifier.js';
+import { DatabaseAlerts } from '../src/escalate/database-alerts.js';
+import { applyChange, type AlertState, type Change } from '../src/escalate/transition.js';
+import { describeDbFailure, type DbOutcome } from '../src/db/failure.js';
 import type { ProbeResult } from '../src/probe-result.js';
-import { FatalError, Recorder, type DbOutcome } from '../src/recorder/recorder.js';
+import { FatalError, Recorder } from '../src/recorder/recorder.js';
 import { CURRENT_FILE, Spool, type ReplayOutcome } from '../src/recorder/spool.js';
 import type { TestDatabase } from './support/db.js';
 import { captureLog } from './support/log.js';
@@ -162,44 +165,77 @@ describe('the recorder', () => {
 
 describe('escalation', () => {
   const options = { alertAfterFailures: 3, alertRepeatMinutes: 10 };
+  const failure = { severity: 'critical' as const, summary: 'API failing: {count} consecutive probes failed' };
 
-  it('warns below the threshold, raises once at it, reminds on schedule, resolves on success, and a restart neither re-pages nor forgets', async () => {
-    await db.query('TRUNCATE quickbooks_alert_state');
-    const capture = captureLog('debug');
-    let now = new Date('2026-11-23T10:00:00Z');
-    const notifier = new WebhookNotifier(undefined, capture.log);
-    const first = new Escalator(pool, notifier, capture.log, options, () => now);
-    const failure = { severity: 'critical' as const, summary: 'API failing: {count} consecutive probes failed' };
-    first.fail('42', 'quickbooks_api', failure);
-    first.fail('42', 'quickbooks_api', failure);
-    expect(capture.byEvent('alert.raised')).toHaveLength(0);
-    first.fail('42', 'quickbooks_api', failure);
-    expect(capture.byEvent('alert.raised')).toEqual([expect.objectContaining({ level: 50, kind: 'quickbooks_api', realmId: '42', consecutiveFailures: 3, summary: 'API failing: 3 consecutive probes failed' })]);
-    now = new Date(now.getTime() + 5 * 60_000);
-    first.fail('42', 'quickbooks_api', failure);
-    expect(capture.byEvent('alert.repeated')).toHaveLength(0);
-    await first.persist();
-
-    // A restart: the open alert comes back from the table and is not raised again.
-    const second = new Escalator(pool, notifier, capture.log, options, () => now);
-    expect(await second.load()).toBe(1);
-    second.fail('42', 'quickbooks_api', failure);
-    expect(capture.byEvent('alert.raised')).toHaveLength(1);
-    now = new Date(now.getTime() + 10 * 60_000);
-    second.fail('42', 'quickbooks_api', failure);
-    expect(capture.byEvent('alert.repeated')).toEqual([expect.objectContaining({ consecutiveFailures: 6 })]);
-    second.succeed('42', 'quickbooks_api');
-    expect(capture.byEvent('alert.resolved')).toEqual([expect.objectContaining({ level: 30, kind: 'quickbooks_api' })]);
-    await second.persist();
-    const row = (await db.query("SELECT state, consecutive_failures, resolved_at FROM quickbooks_alert_state WHERE realm_id = '42'")).rows[0];
-    expect(row).toMatchObject({ state: 'resolved', consecutive_failures: 0 });
-    expect(row.resolved_at).toEqual(now);
+  it('the state machine: counts below the threshold, raises once at it, reminds on schedule, resolves on success', () => {
+    let at = new Date('2026-11-23T10:00:00Z');
+    let state: AlertState | undefined;
+    const events: string[] = [];
+    const step = (change: Change): void => {
+      const next = applyChange(state, '42', change, at, options);
+      state = next.state ?? state;
+      if (next.transition) events.push(`${next.transition.event}:${next.transition.state.consecutiveFailures}`);
+    };
+    step({ op: 'fail', kind: 'quickbooks_api', failure });
+    step({ op: 'fail', kind: 'quickbooks_api', failure });
+    expect(events).toEqual([]);
+    step({ op: 'fail', kind: 'quickbooks_api', failure });
+    expect(events).toEqual(['alert.raised:3']);
+    expect(state?.summary).toBe('API failing: 3 consecutive probes failed');
+    at = new Date(at.getTime() + 5 * 60_000);
+    step({ op: 'fail', kind: 'quickbooks_api', failure });
+    expect(events).toEqual(['alert.raised:3']);
+    at = new Date(at.getTime() + 5 * 60_000);
+    step({ op: 'fail', kind: 'quickbooks_api', failure });
+    expect(events).toEqual(['alert.raised:3', 'alert.repeated:5']);
+    step({ op: 'succeed', kind: 'quickbooks_api' });
+    expect(events).toEqual(['alert.raised:3', 'alert.repeated:5', 'alert.resolved:5']);
+    expect(state).toMatchObject({ state: 'resolved', consecutiveFailures: 0, resolvedAt: at });
   });
 
-  it('raises an immediate failure at once', async () => {
+  it('alert state lives in PostgreSQL: a restarted (or another) member neither re-pages nor forgets, and each transition is one outbox row', async () => {
     const capture = captureLog('debug');
-    const escalator = new Escalator(pool, new WebhookNotifier(undefined, capture.log), capture.log, options);
-    escalator.fail('', 'schema', { severity: 'critical', immediate: true, summary: 'relation "quickbooks_connection_health" does not exist: run `qbhealth migrate`' });
-    expect(capture.byEvent('alert.raised')).toEqual([expect.objectContaining({ kind: 'schema', realmId: null, consecutiveFailures: 1 })]);
+    const first = new Escalator(pool, capture.log, { ...options, instanceId: 'member-a', notify: true });
+    for (let i = 0; i < 3; i++) first.fail('4242', 'quickbooks_api', failure);
+    expect(await first.persist()).toBe(true);
+    expect(capture.byEvent('alert.raised')).toEqual([expect.objectContaining({ level: 50, kind: 'quickbooks_api', realmId: '4242', consecutiveFailures: 3, instance: 'member-a' })]);
+
+    const second = new Escalator(pool, capture.log, { ...options, instanceId: 'member-b', notify: true });
+    expect(await second.load()).toBeGreaterThanOrEqual(1);
+    expect(second.isOpen('4242', 'quickbooks_api')).toBe(true);
+    second.fail('4242', 'quickbooks_api', failure);
+    expect(await second.persist()).toBe(true);
+    expect(capture.byEvent('alert.raised')).toHaveLength(1);
+    second.succeed('4242', 'quickbooks_api');
+    expect(await second.persist()).toBe(true);
+    expect(capture.byEvent('alert.resolved')).toEqual([expect.objectContaining({ level: 30, kind: 'quickbooks_api', consecutiveFailures: 4, instance: 'member-b' })]);
+    const row = (await db.query("SELECT state, consecutive_failures FROM quickbooks_alert_state WHERE realm_id = '4242'")).rows[0];
+    expect(row).toMatchObject({ state: 'resolved', consecutive_failures: 0 });
+    const outbox = (await db.query("SELECT event, dedup_key, created_by FROM quickbooks_alert_outbox WHERE body->>'realmId' = '4242' ORDER BY seq")).rows;
+    expect(outbox).toEqual([
+      { event: 'alert.raised', dedup_key: 'qbo-health-monitor:quickbooks_api:4242', created_by: 'member-a' },
+      { event: 'alert.resolved', dedup_key: 'qbo-health-monitor:quickbooks_api:4242', created_by: 'member-b' },
+    ]);
+  });
+
+  it('two members escalating the same failure at the same moment raise it once (the row lock serialises them)', async () => {
+    const captures = [captureLog('debug'), captureLog('debug'), captureLog('debug')];
+    const members = captures.map((c, i) => new Escalator(pool, c.log, { ...options, instanceId: `member-${i}`, notify: true }));
+    for (const m of members) m.fail('system:instance:gone', 'monitor_instance_down', { severity: 'warning', immediate: true, summary: 'member gone stopped heartbeating' });
+    expect(await Promise.all(members.map((m) => m.persist()))).toEqual([true, true, true]);
+    expect(captures.flatMap((c) => c.byEvent('alert.raised'))).toHaveLength(1);
+    const outbox = (await db.query("SELECT count(*)::int AS n FROM quickbooks_alert_outbox WHERE dedup_key = 'qbo-health-monitor:monitor_instance_down:system:instance:gone'")).rows[0];
+    expect(outbox).toEqual({ n: 1 });
+  });
+
+  it("a member's own schema alert is raised at once and sent directly, naming the member", async () => {
+    const capture = captureLog('debug');
+    const alerts = new DatabaseAlerts(new WebhookNotifier(undefined, capture.log), capture.log, { ...options, instanceId: 'member-x' });
+    const gap = Object.assign(new Error('relation "quickbooks_connection_health" does not exist'), { code: '42P01' });
+    alerts.note(describeDbFailure(gap));
+    alerts.apply();
+    expect(capture.byEvent('alert.raised')).toEqual([
+      expect.objectContaining({ kind: 'schema', realmId: null, consecutiveFailures: 1, instance: 'member-x', dedupKey: 'qbo-health-monitor:schema:monitor', msg: expect.stringContaining('(instance member-x)') }),
+    ]);
   });
 });

@@ -90,7 +90,7 @@ export class Daemon {
     // several processes, and their counters must not be mistaken for one another's.
     this.metrics.registry.setDefaultLabels({ monitor_instance: instanceId });
     this.pool = createPool(
-      { databaseUrl: config.databaseUrl, applicationName: `qbo-health-monitor ${instanceId}`.slice(0, 63), max: config.probeConcurrency + 3, statementTimeoutMs: 30_000, connectionTimeoutMs: 5000 },
+      { databaseUrl: config.databaseUrl, applicationName: 'qbo-health-monitor', max: config.probeConcurrency + 3, statementTimeoutMs: 30_000, connectionTimeoutMs: 5000 },
       log,
     );
     this.spool = new Spool(instanceSpoolDir(config.spoolDir, instanceId), log, undefined, { instance: instanceId, adoptFrom: config.spoolDir });
@@ -138,6 +138,7 @@ export class Daemon {
           this.state.spoolPending = this.spool.pending;
         },
         forget: (realmId) => this.forgetRealm(realmId),
+        knownRealms: () => [...this.state.expected.keys()],
         databaseFailed: (err) => this.noteDbOutcome(describeDbFailure(err, 'read')),
         shuttingDown: () => this.state.shuttingDown,
       },

@@ -100,7 +100,7 @@ export class OutboxDeliverer {
         claimed = await claimNotifications(this.pool, this.opts.instanceId, BATCH, this.claimMs);
       } catch (err) {
         const admitted = this.repeats.admit('claim');
-        if (admitted) this.log.warn({ event: LogEvent.alertDeliveryFailed, what: 'outbox claim', err, ...admitted }, 'cannot read the alert outbox from PostgreSQL; notifications wait there until it answers (repeats are counted, not logged, for a minute)');
+        if (admitted) this.log.warn({ event: LogEvent.dbReadFailed, what: 'alert outbox', err, ...admitted }, 'cannot read the alert outbox from PostgreSQL; notifications wait there until it answers (repeats are counted, not logged, for a minute)');
         return;
       }
       this.repeats.clear('claim');

@@ -43,6 +43,8 @@ export class Membership {
   status: FleetStatus | undefined;
   private readonly repeats = new RepeatLimiter();
   private joined = false;
+  /** The registration at start failed; each heartbeat tries it again. */
+  private pending = false;
   private healthAddress: string | undefined;
 
   constructor(
@@ -61,6 +63,21 @@ export class Membership {
    */
   async join(healthAddress: string | undefined): Promise<void> {
     this.healthAddress = healthAddress;
+    try {
+      await this.register();
+    } catch (err) {
+      if (err instanceof OperatorError) throw err;
+      // PostgreSQL answers but refuses the write (read-only, a lock): the monitor starts anyway,
+      // uncoordinated, and registers at a later heartbeat; exiting would silence it.
+      this.log.warn(
+        { event: LogEvent.fleetHeartbeatFailed, instance: this.opts.instanceId, err },
+        `cannot register with the fleet yet; probing without coordination until PostgreSQL takes the registration (tried again every ${this.opts.heartbeatMs} ms)`,
+      );
+      this.pending = true;
+    }
+  }
+
+  private async register(): Promise<void> {
     const existing = await memberById(this.pool, this.opts.instanceId);
     if (existing && existing.heartbeatAgeMs < this.opts.ttlMs) {
       const sameHost = existing.host === hostname();
@@ -73,7 +90,7 @@ export class Membership {
         );
       }
     }
-    await registerMember(this.pool, { instanceId: this.opts.instanceId, host: hostname(), pid: process.pid, version: this.opts.version, healthAddress });
+    await registerMember(this.pool, { instanceId: this.opts.instanceId, host: hostname(), pid: process.pid, version: this.opts.version, healthAddress: this.healthAddress });
     this.joined = true;
     await this.readMembers();
     const others = (this.status?.members ?? []).filter((m) => m.instanceId !== this.opts.instanceId);
@@ -85,6 +102,17 @@ export class Membership {
 
   /** One heartbeat: registration and leases renewed, members read. Never throws (a failure is logged and retried next time). */
   async beat(): Promise<boolean> {
+    if (this.pending) {
+      try {
+        await this.register();
+        this.pending = false;
+      } catch (err) {
+        if (err instanceof OperatorError) throw err;
+        const admitted = this.repeats.admit('heartbeat');
+        if (admitted) this.log.warn({ event: LogEvent.fleetHeartbeatFailed, instance: this.opts.instanceId, err, ...admitted }, 'cannot register with the fleet yet (repeats are counted, not logged, for a minute)');
+        return false;
+      }
+    }
     if (!this.joined) return false;
     try {
       const { registered } = await heartbeat(this.pool, this.opts.instanceId, this.opts.ttlMs);

@@ -34,30 +34,47 @@ export class Metrics {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     for (const name of MISNAMED_DEFAULTS) this.registry.removeSingleMetric(name);
-    // Set from the state at each scrape (collectRealms), once for the four per-realm gauges.
-    const realms = (): void => this.collectRealms(state);
-    this.success = new Gauge({ collect: realms, name: 'probe_success', help: 'Whether the last probe of the realm found the connection up (1; throttled counts as up) or failing (0)', labelNames: ['realm_id'], registers });
-    this.duration = new Gauge({
-      name: 'probe_duration_seconds',
-      help: 'Duration of the last probe of the realm in seconds, the whole probe: token refresh (when one was needed) and CompanyInfo',
-      labelNames: ['realm_id'],
-      registers,
-    });
+    // The per-realm gauges are set from the state when scraped: the fleet's view (each realm's
+    // last result, whichever member took it), so every member serves the same values and a realm
+    // that moved to another member leaves no stale series here.
+    const realmGauge = (name: string, help: string, value: (r: ProbeResult, now: number) => number | undefined): Gauge<'realm_id'> =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['realm_id'],
+        registers,
+        collect() {
+          this.reset();
+          const now = Date.now();
+          for (const { realmId, last } of state.realms.values()) {
+            const v = value(last, now);
+            if (v !== undefined) this.set({ realm_id: realmId }, v);
+          }
+        },
+      });
+    // Throttled (warn) counts as up, as in /health and `status`: Intuit answered and asked us to slow down.
+    this.success = realmGauge('probe_success', 'Whether the last probe of the realm found the connection up (1; throttled counts as up) or failing (0)', (r) => (r.status === 'fail' ? 0 : 1));
+    this.duration = realmGauge(
+      'probe_duration_seconds',
+      'Duration of the last probe of the realm in seconds, the whole probe: token refresh (when one was needed) and CompanyInfo',
+      (r) => (r.durationMs ?? r.latencyMs) / 1000,
+    );
     this.companyInfoDuration = new Histogram({
       name: 'qbhealth_companyinfo_duration_seconds',
       help: 'Duration of the CompanyInfo API call alone in seconds (no token refresh), across realms; the latency_ms of the history rows',
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     });
-    this.httpStatus = new Gauge({ name: 'probe_http_status_code', help: 'HTTP status of the last CompanyInfo answer (0: none)', labelNames: ['realm_id'], registers });
+    this.httpStatus = realmGauge('probe_http_status_code', 'HTTP status of the last CompanyInfo answer (0: none)', (r) => r.httpStatus ?? 0);
     this.probes = new Counter({ name: 'qbhealth_probes_total', help: 'Probes run, by result status', labelNames: ['realm_id', 'status'], registers });
     this.failures = new Counter({ name: 'qbhealth_probe_failures_total', help: 'Failed probes by error_code', labelNames: ['realm_id', 'error_code'], registers });
-    this.refreshLeft = new Gauge({
-      name: 'qbhealth_refresh_token_expiry_seconds',
-      help: 'Seconds until the refresh token expires (the earlier of the rolling and the 5-year hard expiry); no series for a realm whose refresh token was refused (revoked: reconnect it)',
-      labelNames: ['realm_id'],
-      registers,
-    });
+    this.refreshLeft = realmGauge(
+      'qbhealth_refresh_token_expiry_seconds',
+      'Seconds until the refresh token expires (the earlier of the rolling and the 5-year hard expiry); no series for a realm whose refresh token was refused (revoked: reconnect it)',
+      // A refused refresh token (revoked, or rotated and lost) has no lifetime left to count down,
+      // whatever its stored expiry says: the realm must be reconnected.
+      (r, now) => (r.errorCode === ErrorCode.authInvalidGrant || !r.refreshTokenExpiresAt ? undefined : Math.round((r.refreshTokenExpiresAt.getTime() - now) / 1000)),
+    );
     this.spooled = new Counter({ name: 'qbhealth_spool_appended_total', help: 'Results written to the spool because PostgreSQL could not take them', registers });
     this.replayed = new Counter({ name: 'qbhealth_spool_replayed_total', help: 'Spooled results replayed into PostgreSQL (read back from the spool and in the table; torn lines skipped are not counted)', registers });
     this.ticks = new Counter({ name: 'qbhealth_scheduler_ticks_total', help: 'Scheduler ticks by outcome', labelNames: ['outcome'], registers });
@@ -128,26 +145,6 @@ export class Metrics {
     if (r.companyInfoMs !== undefined) this.companyInfoDuration.observe(r.companyInfoMs / 1000);
     this.probes.inc({ ...realm, status: r.status });
     if (r.status === 'fail') this.failures.inc({ ...realm, error_code: r.errorCode });
-  }
-
-  /**
-   * The per-realm gauges, from the health state when scraped: the fleet's view (each realm's last
-   * result, whichever member took it), so every member serves the same values and a realm that
-   * moved to another member does not leave a stale series here.
-   */
-  private collectRealms(state: HealthState): void {
-    for (const g of [this.success, this.duration, this.httpStatus, this.refreshLeft]) g.reset();
-    const now = Date.now();
-    for (const { realmId, last: r } of state.realms.values()) {
-      const realm = { realm_id: realmId };
-      // Throttled (warn) counts as up, as in /health and `status`: Intuit answered and asked us to slow down.
-      this.success.set(realm, r.status === 'fail' ? 0 : 1);
-      this.duration.set(realm, (r.durationMs ?? r.latencyMs) / 1000);
-      this.httpStatus.set(realm, r.httpStatus ?? 0);
-      // A refused refresh token (revoked, or rotated and lost) has no lifetime left to count down,
-      // whatever its stored expiry says: the realm must be reconnected.
-      if (r.errorCode !== ErrorCode.authInvalidGrant && r.refreshTokenExpiresAt) this.refreshLeft.set(realm, Math.round((r.refreshTokenExpiresAt.getTime() - now) / 1000));
-    }
   }
 
   /** A realm no longer probed (disconnected, removed) leaves every per-realm series. */

@@ -7,10 +7,10 @@
  * neither could take it) stops the cycle and is rethrown.
  *
  * When PostgreSQL cannot be asked for work, no coordination is possible: this member probes the
- * realms it held last, so that their results (database_unavailable, most likely) are spooled and
+ * realms it held last (all it knows of, if it has held none yet), so that their results (database_unavailable, most likely) are spooled and
  * the database alert is raised, and coordination resumes once PostgreSQL answers.
  */
-import { isDatabaseUnavailable, isSchemaGap } from '../db/pool.js';
+import { isDatabaseUnavailable, isSchemaGap, isSqlError } from '../db/pool.js';
 import type { Lease } from '../db/fleet-queries.js';
 import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
 import type { ProbeResult } from '../probe-result.js';
@@ -23,6 +23,8 @@ export interface CycleHooks {
   observe(outcome: ProbeOutcome): void;
   /** Durable: in the database or the spool. Rejects only when neither could take it (fatal). */
   record(result: ProbeResult): Promise<void>;
+  /** Every realm this member knows to be monitored (the fleet's last view), for probing without coordination before it held any. */
+  knownRealms(): string[];
   /** A realm disconnected while it was probed. */
   forget(realmId: string): void;
   /** A database failure while coordinating (claiming, ending leases): counted towards the database alert. */
@@ -125,7 +127,8 @@ export class ProbeCycle {
       this.repeats.clear('claim');
       this.lastHeld = queue.claimed.map((l) => l.realmId);
     } catch (err) {
-      if (!isDatabaseUnavailable(err) && !isSchemaGap(err)) throw err;
+      // Any refusal of PostgreSQL's (unreachable, read-only, a missing table, a timeout) ends coordination for this cycle.
+      if (!isDatabaseUnavailable(err) && !isSchemaGap(err) && !isSqlError(err)) throw err;
       coordinationFailure = err;
     } finally {
       if (this.hooks.shuttingDown()) await queue.releaseUnstarted().catch((err: unknown) => this.finisher.onError(err));
@@ -134,7 +137,9 @@ export class ProbeCycle {
       // PostgreSQL cannot hand out work: the realms held last are probed without coordination.
       uncoordinated = true;
       const started = new Set(queue.claimed.map((l) => l.realmId));
-      const rest = this.lastHeld.filter((id) => !started.has(id));
+      // A member that never held any (it has just started) probes every realm it knows of.
+      const held = this.lastHeld.length > 0 ? this.lastHeld : this.hooks.knownRealms();
+      const rest = held.filter((id) => !started.has(id));
       const admitted = this.repeats.admit('claim');
       if (admitted) {
         this.log.warn(

@@ -11,6 +11,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, startEmbeddedPostgres, type RunningPostgres } from '../../src/dev/embedded-postgres.js';
 import { startSimulator, type Simulator } from '../../src/simulator/simulator.js';
+import { instanceSpoolDir } from '../../src/recorder/spool.js';
 import { runQbhealth } from '../support/cli.js';
 import { daemonEnv, spawnDaemon, webhookReceiver, type RunningDaemon, type WebhookReceiver } from '../support/daemon.js';
 import { adminUrl } from '../support/db.js';
@@ -125,7 +126,11 @@ describe('PostgreSQL stopped under the daemon (a server of its own)', () => {
       await expectNothingLost(query, e.SPOOL_DIR as string, [daemon], true);
       const row = (await query(`SELECT status, error_code FROM quickbooks_connection_health WHERE probe_id = '${String(needingDb.probeId)}'`)).rows[0];
       expect(row).toEqual({ status: 'fail', error_code: 'database_unavailable' });
-      expect((await query("SELECT state FROM quickbooks_alert_state WHERE realm_id = '' AND kind = 'database'")).rows[0]?.state).toBe('resolved');
+      // The member's own database alert went straight to the webhook (the outbox is in the database
+      // that failed), naming the member, with the key every member gives this alert.
+      const database = hook.bodies.filter((b) => b.kind === 'database');
+      expect(database.map((b) => b.event)).toEqual(['alert.raised', 'alert.resolved']);
+      for (const b of database) expect(b).toMatchObject({ dedupKey: 'qbo-health-monitor:database:monitor', instance: e.FLEET_INSTANCE_ID, text: expect.stringContaining(`(instance ${e.FLEET_INSTANCE_ID})`) });
       expectNoSecrets([daemon], [...sim.issuedTokens(), PASSWORD]);
     } finally {
       await daemon.stop('SIGKILL');
@@ -139,7 +144,7 @@ describe('PostgreSQL stopped under the daemon (a server of its own)', () => {
     try {
       await daemon.waitFor('probe.succeeded', { count: 2 });
       // Root ignores file modes, so the spool's file is pointed at a device that refuses every write.
-      symlinkSync('/dev/full', path.join(e.SPOOL_DIR as string, 'current.jsonl'));
+      symlinkSync('/dev/full', path.join(instanceSpoolDir(e.SPOOL_DIR as string, e.FLEET_INSTANCE_ID as string), 'current.jsonl'));
       await stop();
       const exit = await daemon.exited;
       expect(exit.code).toBe(75);
@@ -166,7 +171,7 @@ describe('PostgreSQL stopped under the daemon (a server of its own)', () => {
     await first.waitFor('spool.appended', { count: 3 });
     await first.stop('SIGKILL');
     // What a crash in the middle of an append leaves: half a line.
-    appendFileSync(path.join(e.SPOOL_DIR as string, 'current.jsonl'), '{"probeId":"6f9619ff-8b86-d011-b42d-00cf4fc964ff","realmId":"91303');
+    appendFileSync(path.join(instanceSpoolDir(e.SPOOL_DIR as string, e.FLEET_INSTANCE_ID as string), 'current.jsonl'), '{"probeId":"6f9619ff-8b86-d011-b42d-00cf4fc964ff","realmId":"91303');
     const spooled = spooledIds(e.SPOOL_DIR as string);
     expect(spooled.length).toBeGreaterThanOrEqual(3);
     await start();

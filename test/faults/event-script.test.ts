@@ -133,16 +133,22 @@ describe('a scripted run emits exactly the events it should', () => {
     expect((await first.stop('SIGINT')).code).toBe(0);
 
     expect(happenings(first.lines)).toEqual({
+      'fleet.joined': 1,
       'daemon.started': 1,
       'alert.raised quickbooks_api': 1,
       'alert.resolved quickbooks_api': 1,
       'alert.raised database': 1,
       'alert.resolved database': 1,
       'db.recovered': 1,
+      // While PostgreSQL is down: the fleet heartbeat and the claim of due realms fail, once each
+      // (repeats counted), and the member probes the realms it held last.
+      'fleet.heartbeat_failed': 1,
+      'lease.claim_failed': 1,
       'alert.raised schema': 1,
       'alert.resolved schema': 1,
       'alert.raised quickbooks_auth': 1,
       'daemon.stopping': 1,
+      'fleet.left': 1,
       'daemon.stopped': 1,
     });
     expectNoRepeatedWarnings(first.lines);
@@ -155,9 +161,11 @@ describe('a scripted run emits exactly the events it should', () => {
     expect(pruned.code).toBe(0);
     expect((await second.stop('SIGINT')).code).toBe(0);
     expect(happenings(second.lines)).toEqual({
+      'fleet.joined': 1,
       'daemon.started': 1,
       'alerts.restored': 1,
       'daemon.stopping': 1,
+      'fleet.left': 1,
       'daemon.stopped': 1,
     });
     expect(second.events('alerts.restored')[0]).toMatchObject({ openAlerts: 1 });

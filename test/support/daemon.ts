@@ -1,5 +1,6 @@
 /** Runs the built daemon (dist/main.js) as PM2 would, and reads its JSON log lines as they come. */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +20,9 @@ export function daemonEnv(databaseUrl: string, sim: Parameters<typeof simulatorE
     PROBE_TIMEOUT_MS: '3000',
     HOST: '127.0.0.1',
     PORT: '0',
+    // Each env its own member (PORT 0 would give every daemon the default id <host>:0); a
+    // daemon restarted with the same env comes back as the same member.
+    FLEET_INSTANCE_ID: `test-${randomUUID().slice(0, 8)}`,
     // The fleet's view (and the forgetting of removed realms) at test pace.
     FLEET_HEARTBEAT_MS: '500',
     FLEET_MEMBER_TTL_MS: '5000',
@@ -170,4 +174,18 @@ export async function webhookReceiver(): Promise<WebhookReceiver> {
       }),
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
+}
+
+/**
+ * A /metrics exposition without the `monitor_instance` label every series carries (which member
+ * served it), so a test can name a series by its own labels; `instances` lists the values seen.
+ */
+export function withoutInstanceLabel(text: string): { text: string; instances: string[] } {
+  const instances = new Set<string>();
+  const stripped = text.replace(/(\{|,)monitor_instance="([^"]*)"(,|\})/g, (_m, before: string, id: string, after: string) => {
+    instances.add(id);
+    if (before === '{' && after === '}') return '';
+    return before === '{' ? '{' : after;
+  });
+  return { text: stripped, instances: [...instances] };
 }
