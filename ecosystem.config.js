@@ -1,5 +1,20 @@
 // PM2 process file: `pm2 start ecosystem.config.js --env production`.
-// One daemon per database (fork mode, one instance): probing is coordinated through PostgreSQL.
+//
+// Several daemons against one database are one monitor: they share the realms through PostgreSQL
+// (leases, heartbeats, an alert outbox), so each realm is probed once per period and each alert is
+// sent once, and a daemon that dies leaves its realms to the others. Two ways to run several:
+//
+// - On one host, PM2 cluster mode (below): the workers share PORT, so a load balancer polls one
+//   address; `pm2 reload qbo-health-monitor` replaces them one at a time, each new worker saying
+//   ready before the old one stops, and a stopping worker stops taking new connections at once, so
+//   every poll is answered. `pm2 scale qbo-health-monitor N` adds or removes workers. Each worker is
+//   its own fleet member (FLEET_INSTANCE_ID <hostname>:<PORT>/<NODE_APP_INSTANCE>) with its own
+//   spool (SPOOL_DIR/<instance>). /metrics labels every series with monitor_instance.
+//   The fork-mode alternative gives each instance its own port instead:
+//     exec_mode: 'fork', instances: 2, increment_var: 'PORT'
+//   (then poll each port; `pm2 reload` of a fork instance leaves its port closed while it restarts).
+// - One daemon per host behind the load balancer: this file on each host with `instances: 1`, the
+//   same DATABASE_URL, ALERT_WEBHOOK_URL and PROBE_SCHEDULE everywhere.
 //
 // The package is ESM ("type": "module"). PM2 require()s this file and reads `.apps`; Node >= 20.19
 // require()s an ES module as its namespace, so a named `apps` export is what PM2 finds
@@ -28,8 +43,8 @@ export const apps = [
   {
     name: 'qbo-health-monitor',
     script: 'dist/main.js',
-    exec_mode: 'fork',
-    instances: 1,
+    exec_mode: 'cluster',
+    instances: 2,
     // The daemon sends 'ready' only after migrations, the schema check and the health server
     // are up; PM2 waits for it instead of assuming success at spawn.
     wait_ready: true,

@@ -3,6 +3,7 @@
  * `process.send('ready')` for PM2's wait_ready, signals, exit codes (ARCHITECTURE.md: 0 stopped,
  * 65 schema mismatch, 75 temporary failure, 78 configuration invalid).
  */
+import cluster from 'node:cluster';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { pino } from 'pino';
@@ -19,14 +20,20 @@ const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.
  * falls behind (PM2 busy, a slow disk) then costs memory, not a blocked event loop, so probes and
  * health checks keep their pace. Every exit writes out what is still buffered first.
  */
-const stdout = pino.destination({ dest: 1, sync: false }) as ReturnType<typeof pino.destination> & { _writing?: boolean };
-const flushAll = stdout.flushSync.bind(stdout);
+const fd1 = pino.destination({ dest: 1, sync: false }) as ReturnType<typeof pino.destination> & { _writing?: boolean };
+const flushAll = fd1.flushSync.bind(fd1);
 // pino calls flushSync on every `fatal` line. With a write in flight that puts the later lines
 // before it (and the exit that follows may cut the in-flight one off); exit() below flushes in
 // order instead, so a fatal line only queues while a write is in flight.
-stdout.flushSync = (): void => {
-  if (stdout._writing !== true) flushAll();
+fd1.flushSync = (): void => {
+  if (fd1._writing !== true) flushAll();
 };
+/**
+ * A PM2 cluster-mode worker's log lines must go through process.stdout.write, which PM2 replaces
+ * with a writer to its log files: what a worker writes to file descriptor 1 is lost.
+ */
+const pm2Worker = cluster.isWorker;
+const stdout = pm2Worker ? process.stdout : fd1;
 
 /** How long an exit waits for a log write already handed to the OS (a reader that stopped reading). */
 const EXIT_FLUSH_MS = 2000;
@@ -38,10 +45,17 @@ const EXIT_FLUSH_MS = 2000;
  */
 async function exit(log: Logger, code: number): Promise<never> {
   log.flush();
-  const until = Date.now() + EXIT_FLUSH_MS;
-  while (stdout._writing === true && Date.now() < until) {
+  if (pm2Worker) {
+    // PM2's writer appends to its log file in order: an empty write's callback comes after the rest.
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([once(stdout, 'write'), new Promise((resolve) => (timer = setTimeout(resolve, until - Date.now())))]);
+    await Promise.race([new Promise<void>((resolve) => process.stdout.write('', () => resolve())), new Promise((resolve) => (timer = setTimeout(resolve, EXIT_FLUSH_MS)))]);
+    clearTimeout(timer);
+    process.exit(code);
+  }
+  const until = Date.now() + EXIT_FLUSH_MS;
+  while (fd1._writing === true && Date.now() < until) {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([once(fd1, 'write'), new Promise((resolve) => (timer = setTimeout(resolve, until - Date.now())))]);
     clearTimeout(timer);
   }
   try {

@@ -6,7 +6,9 @@
  * outbox (escalate/), the database watchdog (db/). Every failure ends up somewhere a human sees
  * it: a log event, an alert, readiness, or the exit code.
  */
+import cluster from 'node:cluster';
 import { access, constants } from 'node:fs/promises';
+import path from 'node:path';
 import type { Config } from '../config.js';
 import { connectionFailure, createPool, isDatabaseUnavailable, withClient, type Pool } from '../db/pool.js';
 import { describeDbFailure } from '../db/failure.js';
@@ -23,7 +25,7 @@ import { OutboxDeliverer } from '../escalate/outbox.js';
 import { escalateOutcome, stalledSummary, tokenUnreadableSummary } from '../escalate/probe-escalation.js';
 import { coerceError, ExitCode, OperatorError } from '../errors.js';
 import { DeadMansSwitch } from '../fleet/dead-mans-switch.js';
-import { Membership } from '../fleet/membership.js';
+import { Membership, memberIdOf } from '../fleet/membership.js';
 import { FleetWatch } from '../fleet/watch.js';
 import { HealthState } from '../health/state.js';
 import { HealthServer } from '../http/server.js';
@@ -85,7 +87,9 @@ export class Daemon {
     secrets: SecretRegistry,
     private readonly version: string,
   ) {
+    // The slot (FLEET_INSTANCE_ID) names this daemon to operators; the member is this process.
     const instanceId = config.instanceId;
+    const memberId = memberIdOf(instanceId);
     // Every series says which member served it: under PM2 cluster mode one port answers from
     // several processes, and their counters must not be mistaken for one another's.
     this.metrics.registry.setDefaultLabels({ monitor_instance: instanceId });
@@ -93,12 +97,13 @@ export class Daemon {
       { databaseUrl: config.databaseUrl, applicationName: 'qbo-health-monitor', max: config.probeConcurrency + 3, statementTimeoutMs: 30_000, connectionTimeoutMs: 5000 },
       log,
     );
-    this.spool = new Spool(instanceSpoolDir(config.spoolDir, instanceId), log, undefined, { instance: instanceId, adoptFrom: config.spoolDir });
+    const spoolDir = instanceSpoolDir(config.spoolDir, instanceId);
+    this.spool = new Spool(spoolDir, log, undefined, { siblings: path.dirname(spoolDir), legacy: config.spoolDir });
     this.notifier = new WebhookNotifier(config.alertWebhookUrl, log);
-    const escalation = { alertAfterFailures: config.alertAfterFailures, alertRepeatMinutes: config.alertRepeatMinutes, instanceId };
-    this.escalator = new Escalator(this.pool, log, { ...escalation, notify: this.notifier.configured });
-    this.dbAlerts = new DatabaseAlerts(this.notifier, log, escalation);
-    this.outbox = new OutboxDeliverer(this.pool, this.notifier, log, { instanceId });
+    const escalation = { alertAfterFailures: config.alertAfterFailures, alertRepeatMinutes: config.alertRepeatMinutes };
+    this.escalator = new Escalator(this.pool, log, { ...escalation, instanceId: memberId, notify: this.notifier.configured });
+    this.dbAlerts = new DatabaseAlerts(this.notifier, log, { ...escalation, instanceId });
+    this.outbox = new OutboxDeliverer(this.pool, this.notifier, log, { instanceId: memberId });
     this.escalator.onNotified = () => this.outbox.poke();
     this.recorder = new Recorder(
       this.pool,
@@ -117,7 +122,7 @@ export class Daemon {
       log,
     );
     this.state.openAlerts = () => [...this.escalator.openAlerts(), ...this.dbAlerts.openAlerts()];
-    this.membership = new Membership(this.pool, log, { instanceId, version, heartbeatMs: config.fleetHeartbeatMs, ttlMs: config.fleetMemberTtlMs });
+    this.membership = new Membership(this.pool, log, { instanceId: memberId, version, heartbeatMs: config.fleetHeartbeatMs, ttlMs: config.fleetMemberTtlMs });
     this.fleetWatch = new FleetWatch(this.pool, this.membership, this.escalator, this.state, log, { heartbeatMs: config.fleetHeartbeatMs, ttlMs: config.fleetMemberTtlMs });
     this.fleetWatch.onGone = (realmId) => this.forgetRealm(realmId);
     const periodMs = schedulePeriodMs(config.probeSchedule);
@@ -126,7 +131,7 @@ export class Daemon {
       this.prober,
       {
         observe: (outcome) => {
-          this.state.observe(outcome.result, instanceId);
+          this.state.observe(outcome.result, memberId);
           this.metrics.observe(outcome.result);
           // A result, whatever it says, ends a stall.
           if (this.stalled.delete(outcome.result.realmId) || this.escalator.isOpen(outcome.result.realmId, 'monitor_stalled')) this.escalator.succeed(outcome.result.realmId, 'monitor_stalled');
@@ -143,7 +148,7 @@ export class Daemon {
         shuttingDown: () => this.state.shuttingDown,
       },
       log,
-      { instanceId, batch: config.probeConcurrency, dueAfterMs: Math.round(periodMs * DUE_SHARE), leaseMs: config.fleetMemberTtlMs },
+      { instanceId: memberId, batch: config.probeConcurrency, dueAfterMs: Math.round(periodMs * DUE_SHARE), leaseMs: config.fleetMemberTtlMs },
     );
     this.scheduler = new Scheduler(config.probeSchedule, this.state, (outcome) => this.metrics.ticks.inc({ outcome }), log, {
       cycle: () => this.runTick(false),
@@ -256,6 +261,9 @@ export class Daemon {
 
   /** While PostgreSQL answers: unsaved rotated tokens stored, the schema verified again, the spool replayed. */
   private async recoverDatabase(): Promise<void> {
+    // A spool left by this slot's previous process (a crash; a reload's predecessor, once it exited).
+    await this.spool.adoptOrphans();
+    this.state.spoolPending = this.spool.pending;
     // Rotated tokens only this process holds are the one thing that cannot be re-created.
     if (this.store.unsavedRealms().length > 0) await this.storeUnsavedTokens();
     if (!this.state.schema.verified) {
@@ -412,6 +420,8 @@ export class Daemon {
   stop(reason: string): Promise<void> {
     this.stopping ??= (async () => {
       this.state.shuttingDown = true;
+      // Under PM2 cluster mode the other workers share the port: new polls go to them from now on.
+      if (cluster.isWorker) this.server.stopAccepting();
       this.log.info({ event: LogEvent.daemonStopping, reason, inFlight: this.cycle !== undefined }, `stopping (${reason})`);
       await this.scheduler.stop();
       // In-flight probes end within PROBE_TIMEOUT_MS; realms not yet started are handed back.

@@ -1,17 +1,33 @@
 /**
- * This daemon's membership of the fleet: registered at start (instance id, host, pid, version,
+ * This daemon's membership of the fleet: registered at start (member id, host, pid, version,
  * health address), a heartbeat every FLEET_HEARTBEAT_MS that also renews its realm leases, and a
  * clean stop that hands its leases back and leaves at once. Each heartbeat also reads the members
  * (the database's clock says how old each heartbeat is), so that /health, /status and the
  * leader's checks (fleet/watch.ts) see the fleet as it is.
  */
 import { hostname } from 'node:os';
-import { deregisterMember, heartbeat, listMembers, memberById, registerMember, type MemberRow } from '../db/fleet-queries.js';
+import { deregisterMember, heartbeat, listMembers, registerMember, type MemberRow } from '../db/fleet-queries.js';
 import type { Pool } from '../db/pool.js';
-import { ExitCode, OperatorError } from '../errors.js';
 import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
 
+/**
+ * A member is one process: `<FLEET_INSTANCE_ID>#<pid>`. The instance id names the slot it fills
+ * (a host and port, a PM2 worker number), which outlives the process: `pm2 reload` starts the
+ * slot's next process while the last one is still finishing, and a crash is followed by a restart.
+ * Alerts about members are about slots (fleet/watch.ts); leases and spools belong to processes.
+ */
+export function memberIdOf(instanceId: string, pid = process.pid): string {
+  return `${instanceId}#${pid}`;
+}
+
+/** The slot (FLEET_INSTANCE_ID) of a member id. */
+export function slotOf(memberId: string): string {
+  const at = memberId.lastIndexOf('#');
+  return at < 0 ? memberId : memberId.slice(0, at);
+}
+
 export interface MembershipOptions {
+  /** This process's member id (memberIdOf). */
   readonly instanceId: string;
   readonly version: string;
   readonly heartbeatMs: number;
@@ -26,17 +42,6 @@ export interface FleetStatus {
   readonly versions: readonly string[];
   /** When the members were last read (this host's clock). */
   readonly readAt: Date;
-}
-
-/** Whether a process with this pid runs on this host (a registration left by a crash is not a live duplicate). */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // ESRCH: no such process. EPERM: it exists (another user's).
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export class Membership {
@@ -57,16 +62,12 @@ export class Membership {
     return this.opts.instanceId;
   }
 
-  /**
-   * Registers this daemon. Another live daemon registered under the same FLEET_INSTANCE_ID is a
-   * configuration error (exit 78): two members with one id would renew each other's leases.
-   */
+  /** Registers this process (at start; on failure, at a later heartbeat). */
   async join(healthAddress: string | undefined): Promise<void> {
     this.healthAddress = healthAddress;
     try {
       await this.register();
     } catch (err) {
-      if (err instanceof OperatorError) throw err;
       // PostgreSQL answers but refuses the write (read-only, a lock): the monitor starts anyway,
       // uncoordinated, and registers at a later heartbeat; exiting would silence it.
       this.log.warn(
@@ -78,18 +79,6 @@ export class Membership {
   }
 
   private async register(): Promise<void> {
-    const existing = await memberById(this.pool, this.opts.instanceId);
-    if (existing && existing.heartbeatAgeMs < this.opts.ttlMs) {
-      const sameHost = existing.host === hostname();
-      const duplicate = sameHost ? existing.pid !== process.pid && processAlive(existing.pid) : true;
-      if (duplicate) {
-        throw new OperatorError(
-          `another daemon is running as FLEET_INSTANCE_ID "${this.opts.instanceId}" (pid ${existing.pid} on ${existing.host}, heartbeat ${Math.round(existing.heartbeatAgeMs)} ms ago): ` +
-            'give each daemon sharing this database its own FLEET_INSTANCE_ID (the default, <hostname>:<PORT>, differs when each has its own PORT)',
-          ExitCode.configInvalid,
-        );
-      }
-    }
     await registerMember(this.pool, { instanceId: this.opts.instanceId, host: hostname(), pid: process.pid, version: this.opts.version, healthAddress: this.healthAddress });
     this.joined = true;
     await this.readMembers();
@@ -107,7 +96,6 @@ export class Membership {
         await this.register();
         this.pending = false;
       } catch (err) {
-        if (err instanceof OperatorError) throw err;
         const admitted = this.repeats.admit('heartbeat');
         if (admitted) this.log.warn({ event: LogEvent.fleetHeartbeatFailed, instance: this.opts.instanceId, err, ...admitted }, 'cannot register with the fleet yet (repeats are counted, not logged, for a minute)');
         return false;

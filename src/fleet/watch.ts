@@ -7,14 +7,14 @@
  * `monitor_instance_down` (warning while the others cover every realm, critical once a realm went
  * unprobed beyond staleness), resolved when it heartbeats again or is retired.
  */
-import { fleetView } from '../db/fleet-queries.js';
+import { deregisterMember, fleetView, type MemberRow } from '../db/fleet-queries.js';
 import type { Pool } from '../db/pool.js';
 import type { Escalator } from '../escalate/escalator.js';
 import { instanceOfSubject, SystemSubject } from '../escalate/transition.js';
 import type { FleetRealm, HealthState } from '../health/state.js';
 import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
 import { reviveProbeResult } from '../probe-result.js';
-import type { Membership } from './membership.js';
+import { slotOf, type Membership } from './membership.js';
 
 export class FleetWatch {
   private timer: NodeJS.Timeout | undefined;
@@ -102,51 +102,77 @@ export class FleetWatch {
     }
   }
 
-  /** The leader's duty: members down raise `monitor_instance_down`; members back, or retired, resolve it. */
+  /**
+   * The leader's duty, per slot (FLEET_INSTANCE_ID: a member id without its pid): a slot none of
+   * whose processes heartbeats raises `monitor_instance_down`; a slot live again (restarted,
+   * reloaded) resolves it, and the dead process rows it left are removed; a slot whose rows are all
+   * gone (retired, or stopped cleanly) resolves it too.
+   */
   private async watchMembers(): Promise<void> {
     const status = this.membership.status;
     if (!status) return;
     const stalled = this.state.stalledRealms().length;
-    const live = status.members.filter((m) => m.live);
+    const liveCount = status.members.filter((m) => m.live).length;
+    const slots = new Map<string, Array<MemberRow & { live: boolean }>>();
     for (const m of status.members) {
-      if (m.instanceId === status.self) continue;
-      const subject = SystemSubject.instance(m.instanceId);
-      if (m.live) {
-        if (this.down.delete(m.instanceId) || this.escalator.isOpen(subject, 'monitor_instance_down')) {
-          this.log.info({ event: LogEvent.fleetMemberBack, instance: m.instanceId }, `fleet member ${m.instanceId} heartbeats again`);
+      const slot = slotOf(m.instanceId);
+      slots.set(slot, [...(slots.get(slot) ?? []), m]);
+    }
+    for (const [slot, members] of slots) {
+      const subject = SystemSubject.instance(slot);
+      const live = members.filter((m) => m.live);
+      const dead = members.filter((m) => !m.live);
+      if (live.length > 0) {
+        // A process of this slot runs: the dead ones were replaced (a crash and a restart, a reload).
+        for (const d of dead) await this.removeReplaced(d, live[0] as MemberRow);
+        if (this.down.delete(slot) || this.escalator.isOpen(subject, 'monitor_instance_down')) {
+          this.log.info({ event: LogEvent.fleetMemberBack, instance: slot, member: live[0]?.instanceId }, `fleet member ${slot} heartbeats again (${live[0]?.instanceId})`);
           this.escalator.succeed(subject, 'monitor_instance_down');
         }
         continue;
       }
-      const seconds = Math.round(m.heartbeatAgeMs / 1000);
-      if (!this.down.has(m.instanceId)) {
-        this.down.add(m.instanceId);
+      const last = [...dead].sort((a, b) => a.heartbeatAgeMs - b.heartbeatAgeMs)[0] as MemberRow;
+      const seconds = Math.round(last.heartbeatAgeMs / 1000);
+      if (!this.down.has(slot)) {
+        this.down.add(slot);
         this.log.warn(
-          { event: LogEvent.fleetMemberDown, instance: m.instanceId, host: m.host, pid: m.pid, heartbeatAgeMs: Math.round(m.heartbeatAgeMs) },
-          `fleet member ${m.instanceId} (pid ${m.pid} on ${m.host}) has not heartbeaten for ${seconds} s; its realms are taken over`,
+          { event: LogEvent.fleetMemberDown, instance: slot, member: last.instanceId, host: last.host, pid: last.pid, heartbeatAgeMs: Math.round(last.heartbeatAgeMs) },
+          `fleet member ${slot} (pid ${last.pid} on ${last.host}) has not heartbeaten for ${seconds} s; its realms are taken over`,
         );
       }
       this.escalator.fail(subject, 'monitor_instance_down', {
         severity: stalled > 0 ? 'critical' : 'warning',
         immediate: true,
-        subject: `member ${m.instanceId}`,
+        subject: `member ${slot}`,
         summary:
-          `fleet member ${m.instanceId} (pid ${m.pid} on ${m.host}, version ${m.version}) stopped heartbeating ${seconds} s ago; ` +
+          `fleet member ${slot} (pid ${last.pid} on ${last.host}, version ${last.version}) stopped heartbeating ${seconds} s ago; ` +
           (stalled > 0
-            ? `${stalled} realm(s) went unprobed beyond staleness although ${live.length} member(s) are live: look at their scheduler.overlap and lease lines, or add a member`
-            : `the ${live.length} live member(s) cover its realms`) +
-          `. Restart it, or if it is gone for good: \`qbhealth fleet retire ${m.instanceId}\``,
+            ? `${stalled} realm(s) went unprobed beyond staleness although ${liveCount} member(s) are live: look at their scheduler.overlap and lease lines, or add a member`
+            : `the ${liveCount} live member(s) cover its realms`) +
+          `. Restart it, or if it is gone for good: \`qbhealth fleet retire ${last.instanceId}\``,
       });
     }
-    // Alerts about members no longer registered: retired, or stopped cleanly since.
-    const registered = new Set(status.members.map((m) => m.instanceId));
+    // Alerts about slots no longer registered at all: retired, or stopped cleanly since.
     for (const a of this.escalator.openAlerts()) {
-      const instance = instanceOfSubject(a.realmId);
-      if (instance === undefined || registered.has(instance)) continue;
-      this.down.delete(instance);
-      this.log.info({ event: LogEvent.fleetMemberBack, instance, retired: true }, `fleet member ${instance} is no longer registered (retired, or stopped cleanly)`);
-      this.escalator.resolveRealm(a.realmId, `member ${instance} was retired or stopped cleanly`);
+      const slot = instanceOfSubject(a.realmId);
+      if (slot === undefined || slots.has(slot)) continue;
+      this.down.delete(slot);
+      this.log.info({ event: LogEvent.fleetMemberBack, instance: slot, retired: true }, `fleet member ${slot} is no longer registered (retired, or stopped cleanly)`);
+      this.escalator.resolveRealm(a.realmId, `member ${slot} was retired or stopped cleanly`);
     }
     await this.escalator.persist();
+  }
+
+  /** A dead process whose slot runs again: its row goes (its leases expired long ago). */
+  private async removeReplaced(dead: MemberRow, successor: MemberRow): Promise<void> {
+    try {
+      await deregisterMember(this.pool, dead.instanceId);
+      this.log.info(
+        { event: LogEvent.fleetMemberBack, instance: slotOf(dead.instanceId), member: dead.instanceId, replacedBy: successor.instanceId },
+        `fleet member ${dead.instanceId} stopped without leaving and was replaced by ${successor.instanceId}; its registration is removed`,
+      );
+    } catch (err) {
+      this.log.warn({ event: LogEvent.dbWriteFailed, what: 'fleet member', member: dead.instanceId, err }, `cannot remove the registration of replaced member ${dead.instanceId}; tried again at the next heartbeat`);
+    }
   }
 }

@@ -426,6 +426,16 @@ export class HealthServer {
     );
   }
 
+  /**
+   * For a member sharing its port with others (PM2 cluster mode): stops taking new connections at
+   * once, so that every new poll goes to a member that is not stopping, while requests in flight
+   * finish. (A lone daemon keeps answering 503 until it exits: refusing connections would look
+   * like a crash.)
+   */
+  stopAccepting(): void {
+    void this.close().catch((err: unknown) => this.log.error({ event: LogEvent.httpError, err }, 'closing the health server failed'));
+  }
+
   /** Stops accepting requests, lets those in flight finish, then closes the status reader. Safe to call twice. */
   close(): Promise<void> {
     this.closing ??= (async () => {

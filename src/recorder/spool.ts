@@ -6,33 +6,22 @@
  * database. Inserts are idempotent by probe_id, so a replay interrupted anywhere can run again.
  * A torn last line (a crash mid-append) is skipped and reported, not fatal.
  */
-import { mkdir, open, readdir, readFile, rename, unlink, writeFile, type FileHandle } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { ExitCode, OperatorError } from '../errors.js';
 import { LogEvent, type Logger } from '../log.js';
 import type { ProbeResult } from '../probe-result.js';
 
 export const CURRENT_FILE = 'current.jsonl';
-/** Who holds a spool directory: `{ pid, host, instance }` of the live daemon writing it. */
-export const OWNER_FILE = 'owner.json';
-
-/** A daemon's own spool directory under SPOOL_DIR, named after its instance id. */
-export function instanceSpoolDir(spoolDir: string, instanceId: string): string {
-  return path.join(spoolDir, instanceId.replace(/[^A-Za-z0-9._-]/g, '_'));
-}
-
-/** Another live daemon on this host writes this spool directory (exit 78: two writers would interleave and replay each other's files). */
-export class SpoolHeldError extends OperatorError {
-  constructor(dir: string, owner: { pid: number; instance: string }) {
-    super(
-      `the spool ${dir} is held by another running daemon (pid ${owner.pid}, instance ${owner.instance}): give each daemon its own FLEET_INSTANCE_ID (its spool is SPOOL_DIR/<instance>) or its own SPOOL_DIR`,
-      ExitCode.configInvalid,
-    );
-    this.name = 'SpoolHeldError';
-  }
-}
 const REPLAY_PATTERN = /^replay-\d{13}-\d{6}\.jsonl$/;
+/**
+ * A daemon's own spool directory: SPOOL_DIR/<FLEET_INSTANCE_ID>/<pid>. Daemons on one host never
+ * share one, nor do two processes of one slot (PM2 reload runs the next one while the last one
+ * finishes). A directory whose process is gone is adopted by the slot's next process (its files
+ * moved over and replayed): nothing spooled is left behind by a crash.
+ */
+export function instanceSpoolDir(spoolDir: string, instanceId: string, pid = process.pid): string {
+  return path.join(spoolDir, instanceId.replace(/[^A-Za-z0-9._-]/g, '_'), String(pid));
+}
 
 export interface ReplayOutcome {
   /** Results read back from the spool. */
@@ -76,14 +65,15 @@ export class Spool {
   private pendingCount = 0;
   private sequence = 0;
 
-  private owned = false;
-
   constructor(
     readonly dir: string,
     private readonly log: Logger,
     private readonly batchSize = 2000,
-    /** Claims the directory for this process (owner.json); a live other owner on this host refuses the start. */
-    private readonly owner?: { readonly instance: string; readonly adoptFrom?: string },
+    /**
+     * Where to look for spools left by processes that are gone: the slot's other pid directories
+     * (`siblings`) and spool files directly in `legacy` (SPOOL_DIR as earlier releases wrote it).
+     */
+    private readonly adopt?: { readonly siblings: string; readonly legacy?: string },
   ) {}
 
   /** Results written to the spool and not yet replayed. */
@@ -94,13 +84,15 @@ export class Spool {
   /** Creates the directory and counts what an earlier run left behind. */
   async open(): Promise<number> {
     await mkdir(this.dir, { recursive: true });
-    if (this.owner) {
-      await this.claimOwnership(this.owner.instance);
-      if (this.owner.adoptFrom) await this.adopt(this.owner.adoptFrom);
-    }
+    await this.adoptOrphans();
     // What an earlier run appended is replayed as a file of its own: its last line may be torn,
     // and appending after a torn line would damage the next one too.
     await this.sealCurrent();
+    return this.recount();
+  }
+
+  /** Counts the results in the directory's files (at open, and after an adoption). */
+  private async recount(): Promise<number> {
     let count = 0;
     for (const file of await this.files()) {
       const text = await readFile(path.join(this.dir, file), 'utf8');
@@ -179,50 +171,52 @@ export class Spool {
 
   async close(): Promise<void> {
     await this.closeHandle();
-    if (this.owned) {
-      this.owned = false;
-      await unlink(path.join(this.dir, OWNER_FILE)).catch((err: unknown) => {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      });
-    }
+    // An empty directory of this process's goes with it; one holding results stays for adoption.
+    if (this.adopt && this.pendingCount === 0) await rm(this.dir, { recursive: true, force: true });
   }
 
-  private async claimOwnership(instance: string): Promise<void> {
-    const file = path.join(this.dir, OWNER_FILE);
-    let text: string | undefined;
+  /**
+   * Spools of processes that are gone (a crash, a reload's predecessor once it exited) and files
+   * an earlier release left directly in SPOOL_DIR are moved into this directory, to be replayed.
+   * Returns how many files were adopted. Run at open and before each replay.
+   */
+  async adoptOrphans(): Promise<number> {
+    if (!this.adopt) return 0;
+    let adopted = 0;
+    if (this.adopt.legacy) adopted += await this.moveSpoolFiles(this.adopt.legacy);
+    for (const entry of await readdir(this.adopt.siblings, { withFileTypes: true })) {
+      const pid = Number(entry.name);
+      if (!entry.isDirectory() || !/^\d+$/.test(entry.name) || pid === process.pid || pidAlive(pid)) continue;
+      const dir = path.join(this.adopt.siblings, entry.name);
+      const moved = await this.moveSpoolFiles(dir);
+      adopted += moved;
+      await rm(dir, { recursive: true, force: true });
+      if (moved > 0) this.log.warn({ event: LogEvent.spoolFound, from: dir, files: moved }, `adopted ${moved} spool file(s) left by process ${pid}, which is gone; they are replayed`);
+    }
+    if (adopted > 0) await this.recount();
+    return adopted;
+  }
+
+  private async moveSpoolFiles(from: string): Promise<number> {
+    let names: string[];
     try {
-      text = await readFile(file, 'utf8');
+      names = await readdir(from);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw err;
     }
-    if (text !== undefined) {
-      let owner: { pid?: unknown; host?: unknown; instance?: unknown } = {};
-      try {
-        owner = JSON.parse(text) as typeof owner;
-      } catch (err) {
-        // A torn owner file (a crash while writing it) holds nothing: it is replaced.
-        this.log.warn({ event: LogEvent.spoolFound, file, err }, 'unreadable spool owner file replaced');
-      }
-      if (typeof owner.pid === 'number' && owner.host === hostname() && owner.pid !== process.pid && pidAlive(owner.pid)) {
-        throw new SpoolHeldError(this.dir, { pid: owner.pid, instance: String(owner.instance) });
-      }
-    }
-    await writeFile(file, JSON.stringify({ pid: process.pid, host: hostname(), instance }), { mode: 0o600 });
-    this.owned = true;
-  }
-
-  /** Spool files an earlier release left directly in SPOOL_DIR are moved into this daemon's directory, to be replayed. */
-  private async adopt(from: string): Promise<void> {
-    const names = await readdir(from);
+    let moved = 0;
     for (const name of names.filter((n) => n === CURRENT_FILE || REPLAY_PATTERN.test(n)).sort()) {
       const target = name === CURRENT_FILE ? this.replayName() : name;
       try {
         await rename(path.join(from, name), path.join(this.dir, target));
+        moved++;
       } catch (err) {
-        // Another daemon adopting at the same moment took it: it replays it.
+        // Another process adopting at the same moment took it: it replays it.
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       }
     }
+    return moved;
   }
 
   private async closeHandle(): Promise<void> {

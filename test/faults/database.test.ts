@@ -144,7 +144,7 @@ describe('PostgreSQL stopped under the daemon (a server of its own)', () => {
     try {
       await daemon.waitFor('probe.succeeded', { count: 2 });
       // Root ignores file modes, so the spool's file is pointed at a device that refuses every write.
-      symlinkSync('/dev/full', path.join(instanceSpoolDir(e.SPOOL_DIR as string, e.FLEET_INSTANCE_ID as string), 'current.jsonl'));
+      symlinkSync('/dev/full', path.join(instanceSpoolDir(e.SPOOL_DIR as string, e.FLEET_INSTANCE_ID as string, daemon.child.pid), 'current.jsonl'));
       await stop();
       const exit = await daemon.exited;
       expect(exit.code).toBe(75);
@@ -171,7 +171,7 @@ describe('PostgreSQL stopped under the daemon (a server of its own)', () => {
     await first.waitFor('spool.appended', { count: 3 });
     await first.stop('SIGKILL');
     // What a crash in the middle of an append leaves: half a line.
-    appendFileSync(path.join(instanceSpoolDir(e.SPOOL_DIR as string, e.FLEET_INSTANCE_ID as string), 'current.jsonl'), '{"probeId":"6f9619ff-8b86-d011-b42d-00cf4fc964ff","realmId":"91303');
+    appendFileSync(path.join(instanceSpoolDir(e.SPOOL_DIR as string, e.FLEET_INSTANCE_ID as string, first.child.pid), 'current.jsonl'), '{"probeId":"6f9619ff-8b86-d011-b42d-00cf4fc964ff","realmId":"91303');
     const spooled = spooledIds(e.SPOOL_DIR as string);
     expect(spooled.length).toBeGreaterThanOrEqual(3);
     await start();

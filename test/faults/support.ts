@@ -19,13 +19,12 @@ export async function rowIds(query: Query): Promise<string[]> {
   return (await query('SELECT probe_id FROM quickbooks_connection_health WHERE probe_id IS NOT NULL')).rows.map((r) => String(r.probe_id));
 }
 
-/** Probe ids in the spool's files (complete lines only), SPOOL_DIR's own and each daemon's directory under it. */
+/** Probe ids in the spool's files (complete lines only), SPOOL_DIR's own and each daemon process's directory under it. */
 export function spooledIds(spoolDir: string): string[] {
   const ids: string[] = [];
   if (!existsSync(spoolDir)) return ids;
-  const files = readdirSync(spoolDir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? readdirSync(path.join(spoolDir, e.name)).map((f) => path.join(e.name, f)) : [e.name],
-  );
+  // SPOOL_DIR/<instance>/<pid>/*.jsonl, and anything directly under SPOOL_DIR.
+  const files = (readdirSync(spoolDir, { recursive: true }) as string[]).filter((f) => f.endsWith('.jsonl'));
   for (const file of files.filter((f) => f.endsWith('.jsonl'))) {
     for (const line of readFileSync(path.join(spoolDir, file), 'utf8').split('\n')) {
       try {
