@@ -1,4 +1,23 @@
-import type { ErrorCode } from './quickbooks/outcome.js';
+/** How a probe ended, in the contract's `error_code` vocabulary. */
+export const ErrorCode = {
+  ok: 'ok',
+  authInvalidGrant: 'auth_invalid_grant',
+  authUnauthorized: 'auth_unauthorized',
+  forbidden: 'forbidden',
+  throttled: 'throttled',
+  serverError: 'server_error',
+  timeout: 'timeout',
+  network: 'network',
+  badResponse: 'bad_response',
+  // Failures on the monitor's own side: results too, never a skipped probe.
+  /** The configured TOKEN_ENCRYPTION_KEY cannot open this realm's stored tokens. */
+  tokenUnreadable: 'token_unreadable',
+  /** PostgreSQL could not serve the realm's tokens (unreachable, timed out, lock not granted, schema gap). */
+  databaseUnavailable: 'database_unavailable',
+  /** Anything unexpected in the probe path (a defect, or a library failing in a way not classified above). */
+  internal: 'internal',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
 /** One probe of one realm: what gets recorded, escalated and served. Never holds a token. */
 export interface ProbeResult {

@@ -4,8 +4,7 @@
  * `FOR UPDATE`, and every notification the change makes is written to the outbox in that same
  * transaction: a transition and its notification commit together or not at all.
  */
-import type { AlertKind, AlertState } from '../escalate/transition.js';
-import type { AlertNotification } from '../escalate/notifier.js';
+import type { AlertKind, AlertNotification, AlertState } from '../alert.js';
 import { alertsTable as A, outboxTable as O } from './schema.js';
 import type { Queryable } from './pool.js';
 

@@ -11,7 +11,7 @@
  */
 import type { Logger } from '../log.js';
 import { alertsTable as A, healthTable as H, tokensTable as T } from './schema.js';
-import { isSystemSubject } from '../escalate/escalator.js';
+import { isSystemSubject } from '../alert.js';
 import { DEFAULT_FLEET_MEMBER_TTL_MS, loadFleetReport, type FleetReport } from './fleet-report.js';
 import { createPool, inTransaction, withClient, type Pool, type Queryable } from './pool.js';
 

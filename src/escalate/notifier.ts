@@ -8,35 +8,10 @@
 import pRetry, { AbortError } from 'p-retry';
 import { coerceError } from '../errors.js';
 import { LogEvent, type Logger } from '../log.js';
+import type { AlertNotification } from '../alert.js';
 
-export interface AlertNotification {
-  readonly event: 'alert.raised' | 'alert.repeated' | 'alert.resolved';
-  readonly severity: 'warning' | 'critical';
-  readonly kind:
-    | 'quickbooks_api'
-    | 'quickbooks_auth'
-    | 'database'
-    | 'schema'
-    | 'refresh_token_expiry'
-    | 'quickbooks_throttled'
-    | 'monitor_stalled'
-    | 'monitor_instance_down';
-  readonly realmId: string | null;
-  readonly summary: string;
-  readonly consecutiveFailures: number;
-  readonly since: string;
-  readonly lastError: string | null;
-  readonly intuitTid: string | null;
-  /** Why an alert resolved without a success (e.g. the realm was disconnected by an operator). */
-  readonly reason?: string;
-  /** Stable per notification (a retry carries the same one): receivers drop what they have seen. */
-  readonly notificationId: string;
-  /** Stable per alert (subject and kind), the same from every fleet member. */
-  readonly dedupKey: string;
-  /** The fleet member that recorded the transition. */
-  readonly instance: string;
-  readonly text: string;
-}
+export type { AlertNotification } from '../alert.js';
+
 
 export interface NotifierOptions {
   readonly retries?: number;

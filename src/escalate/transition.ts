@@ -6,58 +6,9 @@
  * own database alerts) and how notifications travel is the callers' business (escalator.ts,
  * local-alerts.ts); what a transition is, and the words of its notification, are decided here.
  */
-import type { AlertNotification } from './notifier.js';
+import { dedupKey, isSystemSubject, type AlertEvent, type AlertKind, type AlertNotification, type AlertState, type Severity } from '../alert.js';
 
-export type AlertKind = AlertNotification['kind'];
-export type Severity = AlertNotification['severity'];
-export type AlertEvent = AlertNotification['event'];
-
-/**
- * Alert subjects that are no realm. '' is the monitor's own database and schema. The schema watch
- * of the application that shares the database has a subject of its own, so that its `schema`
- * alert and the monitor's never resolve each other. A fleet member that stopped heartbeating is
- * `system:instance:<id>`. QuickBooks realm ids are digits: a `system:` id is never a realm's.
- * These go out with `realmId: null`.
- */
-export const SystemSubject = {
-  monitor: '',
-  schemaWatch: 'system:schema-watch',
-  instance: (instanceId: string): string => `system:instance:${instanceId}`,
-} as const;
-
-export function isSystemSubject(subject: string): boolean {
-  return subject === SystemSubject.monitor || subject.startsWith('system:');
-}
-
-/** The instance a `system:instance:<id>` subject names, else undefined. */
-export function instanceOfSubject(subject: string): string | undefined {
-  return subject.startsWith('system:instance:') ? subject.slice('system:instance:'.length) : undefined;
-}
-
-/**
- * Stable per alert (subject and kind): every member computes the same key for the same alert, so a
- * receiver can merge what several members sent, and PagerDuty-style receivers group by it.
- */
-export function dedupKey(subject: string, kind: AlertKind): string {
-  return `qbo-health-monitor:${kind}:${subject === SystemSubject.monitor ? 'monitor' : subject}`;
-}
-
-/** `realmId` '' is the whole system (database, schema); see SystemSubject. */
-export interface AlertState {
-  readonly realmId: string;
-  readonly kind: AlertKind;
-  severity: Severity;
-  state: 'open' | 'resolved';
-  consecutiveFailures: number;
-  since: Date;
-  lastNotifiedAt: Date | undefined;
-  resolvedAt: Date | undefined;
-  summary: string;
-  lastError: string | undefined;
-  intuitTid: string | undefined;
-  /** Who the alert is about, e.g. "realm 9130357766 (Acme Ltd)" (memory only; the realm id otherwise). */
-  subject?: string | undefined;
-}
+export { dedupKey, instanceOfSubject, isSystemSubject, SystemSubject, type AlertEvent, type AlertKind, type AlertState, type Severity } from '../alert.js';
 
 export interface Failure {
   readonly severity: Severity;

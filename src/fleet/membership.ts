@@ -6,7 +6,8 @@
  * leader's checks (fleet/watch.ts) see the fleet as it is.
  */
 import { hostname } from 'node:os';
-import { deregisterMember, heartbeat, listMembers, registerMember, type MemberRow } from '../db/fleet-queries.js';
+import { deregisterMember, heartbeat, listMembers, registerMember } from '../db/fleet-queries.js';
+import type { FleetStatus } from '../health/state.js';
 import type { Pool } from '../db/pool.js';
 import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
 
@@ -34,15 +35,6 @@ export interface MembershipOptions {
   readonly ttlMs: number;
 }
 
-export interface FleetStatus {
-  readonly self: string;
-  readonly members: ReadonlyArray<MemberRow & { readonly live: boolean }>;
-  /** The live member with the smallest id: it runs the fleet-wide checks. */
-  readonly leader: string | undefined;
-  readonly versions: readonly string[];
-  /** When the members were last read (this host's clock). */
-  readonly readAt: Date;
-}
 
 export class Membership {
   status: FleetStatus | undefined;

@@ -3,9 +3,9 @@
  * touching PostgreSQL or Intuit: a slow probe or a dead database never slows a health check.
  */
 import type { ProbeResult } from '../probe-result.js';
-import type { AlertState } from '../escalate/escalator.js';
+import type { AlertState } from '../alert.js';
 import type { SchemaWatchStatus } from '../schema-watch/watch.js';
-import type { FleetStatus } from '../fleet/membership.js';
+import type { MemberRow } from '../db/fleet-queries.js';
 
 export interface RealmHealth {
   readonly realmId: string;
@@ -18,6 +18,17 @@ export interface RealmHealth {
   readonly observedAt: number;
   /** The member that took it. */
   readonly probedBy?: string | undefined;
+}
+
+/** The fleet's members as this member last read them (fleet/membership.ts). */
+export interface FleetStatus {
+  readonly self: string;
+  readonly members: ReadonlyArray<MemberRow & { readonly live: boolean }>;
+  /** The live member with the smallest id: it runs the fleet-wide checks. */
+  readonly leader: string | undefined;
+  readonly versions: readonly string[];
+  /** When the members were last read (this host's clock). */
+  readonly readAt: Date;
 }
 
 /** A realm as the fleet's view (db/fleet-queries.ts fleetView) tells it. */

@@ -12,7 +12,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isIPv4, type AddressInfo } from 'node:net';
 import { LogEvent, type Logger } from '../log.js';
 import type { HealthState } from '../health/state.js';
-import { instanceOfSubject, isSystemSubject, SystemSubject } from '../escalate/transition.js';
+import { instanceOfSubject, isSystemSubject, SystemSubject } from '../alert.js';
 import type { ProbeResult } from '../probe-result.js';
 import { ErrorCode } from '../quickbooks/outcome.js';
 import type { Metrics } from './metrics.js';

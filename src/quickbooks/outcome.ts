@@ -1,24 +1,8 @@
 /** How a probe ended, in the contract's `error_code` vocabulary. */
 
-export const ErrorCode = {
-  ok: 'ok',
-  authInvalidGrant: 'auth_invalid_grant',
-  authUnauthorized: 'auth_unauthorized',
-  forbidden: 'forbidden',
-  throttled: 'throttled',
-  serverError: 'server_error',
-  timeout: 'timeout',
-  network: 'network',
-  badResponse: 'bad_response',
-  // Failures on the monitor's own side: results too, never a skipped probe.
-  /** The configured TOKEN_ENCRYPTION_KEY cannot open this realm's stored tokens. */
-  tokenUnreadable: 'token_unreadable',
-  /** PostgreSQL could not serve the realm's tokens (unreachable, timed out, lock not granted, schema gap). */
-  databaseUnavailable: 'database_unavailable',
-  /** Anything unexpected in the probe path (a defect, or a library failing in a way not classified above). */
-  internal: 'internal',
-} as const;
-export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+// The vocabulary is the result's (src/probe-result.ts); Intuit's answers are classified into it here.
+import { ErrorCode } from '../probe-result.js';
+export { ErrorCode };
 
 /** A classified failure of a call to Intuit (token endpoint or API). Never carries a token. */
 export class IntuitFailure extends Error {
