@@ -125,6 +125,7 @@ export class Daemon {
     this.membership = new Membership(this.pool, log, { instanceId: memberId, version, heartbeatMs: config.fleetHeartbeatMs, ttlMs: config.fleetMemberTtlMs });
     this.fleetWatch = new FleetWatch(this.pool, this.membership, this.escalator, this.state, log, { heartbeatMs: config.fleetHeartbeatMs, ttlMs: config.fleetMemberTtlMs });
     this.fleetWatch.onGone = (realmId) => this.forgetRealm(realmId);
+    this.state.viewMaxAgeMs = 3 * config.fleetHeartbeatMs;
     const periodMs = schedulePeriodMs(config.probeSchedule);
     this.cycleRunner = new ProbeCycle(
       this.pool,

@@ -86,6 +86,7 @@ export class FleetWatch {
     const listed = new Set(realms.map((r) => r.realmId));
     const known = new Set([...this.state.realms.keys(), ...this.state.expected.keys(), ...this.escalator.realmsWithState(), ...this.absent.keys()]);
     this.state.mergeFleetView(realms);
+    this.state.viewReadAt = Date.now();
     // Missing from two views in a row: a realm connected a moment ago is in the next view anyway.
     for (const id of known) {
       if (listed.has(id)) {
@@ -121,6 +122,17 @@ export class FleetWatch {
     for (const [slot, members] of slots) {
       const subject = SystemSubject.instance(slot);
       const live = members.filter((m) => m.live);
+      const hosts = [...new Set(live.map((m) => m.host))];
+      if (hosts.length > 1) {
+        // One slot on two hosts: one host's death would be hidden by the other's heartbeat.
+        const admitted = this.repeats.admit(`slot-hosts:${slot}`);
+        if (admitted) {
+          this.log.warn(
+            { event: LogEvent.fleetMemberDown, instance: slot, hosts, ...admitted },
+            `FLEET_INSTANCE_ID ${slot} is in use on ${hosts.join(' and ')}: give each daemon its own (the default, <hostname>:<PORT>, is), or a dead one will not be reported`,
+          );
+        }
+      }
       const dead = members.filter((m) => !m.live);
       if (live.length > 0) {
         // A process of this slot runs: the dead ones were replaced (a crash and a restart, a reload).

@@ -62,6 +62,10 @@ export class HealthState {
   schemaWatch: SchemaWatchStatus | undefined;
   /** The fleet's members as last read (undefined until this daemon joined). */
   fleet: FleetStatus | undefined;
+  /** When the fleet's view of the realms was last read (this host's clock); undefined: never. */
+  viewReadAt: number | undefined;
+  /** How old the view may be before other members' realms cannot be judged stale from it. */
+  viewMaxAgeMs = 15_000;
 
   /** Realms the scheduler must probe, with when each became due a first result (start, or its connect). */
   readonly expected = new Map<string, Date>();
@@ -95,6 +99,10 @@ export class HealthState {
    * defect) shows here, where /health/live cannot see it.
    */
   stalledRealms(now = Date.now()): Array<{ realmId: string; sinceMs: number; lastResultAt: Date | undefined }> {
+    // With other members live, their results reach this member only through the fleet's view: an
+    // old view would make their realms look stalled. The view read's own failure is logged.
+    const others = (this.fleet?.members ?? []).filter((m) => m.live && m.instanceId !== this.fleet?.self).length;
+    if (others > 0 && (this.viewReadAt === undefined || now - this.viewReadAt > this.viewMaxAgeMs)) return [];
     const stalled: Array<{ realmId: string; sinceMs: number; lastResultAt: Date | undefined }> = [];
     const settled = this.ticks.filter((t) => t + this.probeTimeoutMs < now);
     for (const [realmId, due] of this.expected) {
