@@ -378,6 +378,9 @@ export class HealthServer {
   private statusLoads = 0;
   private closing: Promise<void> | undefined;
 
+  /** stopAccepting() was called: other workers answer new connections. */
+  private handingOver = false;
+
   constructor(
     private readonly state: HealthState,
     private readonly metrics: Metrics,
@@ -387,6 +390,9 @@ export class HealthServer {
     this.document = new HealthDocument(opts);
     this.token = opts.healthToken === undefined ? undefined : Buffer.from(`Bearer ${opts.healthToken}`);
     this.server = createServer((req, res) => {
+      // While stopping, every answer ends its connection: the client's next request opens a new
+      // one, which (under PM2 cluster mode) goes to a worker that is not stopping.
+      if (this.state.shuttingDown) res.shouldKeepAlive = false;
       // Liveness and readiness are what load balancers and PM2 poll, often and from many places:
       // they are answered synchronously from the request line as it came, without a URL split or
       // a promise per request. Anything else (these paths with a query string too) is routed.
@@ -433,6 +439,7 @@ export class HealthServer {
    * like a crash.)
    */
   stopAccepting(): void {
+    this.handingOver = true;
     void this.close().catch((err: unknown) => this.log.error({ event: LogEvent.httpError, err }, 'closing the health server failed'));
   }
 
@@ -442,7 +449,13 @@ export class HealthServer {
       await new Promise<void>((resolve, reject) => {
         if (!this.server.listening) return resolve();
         this.server.close((err) => (err ? reject(err) : resolve()));
-        this.server.closeIdleConnections();
+        if (!this.handingOver) {
+          this.server.closeIdleConnections();
+          return;
+        }
+        // Handing over to other workers: an idle keep-alive connection is let expire (the client
+        // closes it first) rather than cut under a request the client may be sending on it.
+        setTimeout(() => this.server.closeAllConnections(), this.server.keepAliveTimeout + 1000).unref();
       });
       await this.opts.status?.close();
     })();
