@@ -12,7 +12,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { freePort } from '../src/dev/embedded-postgres.js';
 import { daemonEnv, spawnDaemon, type RunningDaemon } from './support/daemon.js';
 import { realmsFixture, type Fixture } from './support/realms.js';
-import { eventually } from './support/wait.js';
+import { eventually, pollStatuses } from './support/wait.js';
 
 const HAPROXY = '/usr/sbin/haproxy';
 
@@ -88,18 +88,7 @@ it('HAProxy checks /health/ready on two daemons; one stopping is taken out with 
   });
 
   // Requests through HAProxy while daemon 0 stops (SIGINT, as PM2 stops it): all answered 200.
-  const answers: Array<number | string> = [];
-  let polling = true;
-  const poller = (async () => {
-    while (polling) {
-      try {
-        answers.push((await fetch(`http://127.0.0.1:${front}/health/ready`)).status);
-      } catch (err) {
-        answers.push(String((err as Error & { cause?: Error }).cause?.message ?? err));
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  })();
+  const poller = pollStatuses(`http://127.0.0.1:${front}/health/ready`);
   const stopped = daemons[0]?.stop('SIGINT');
   await eventually(async () => expect((await serverStates(stats)).host0).toMatch(/^DOWN/), 15_000);
   expect((await stopped)?.code).toBe(0);
@@ -110,8 +99,7 @@ it('HAProxy checks /health/ready on two daemons; one stopping is taken out with 
     const probed = new Set(survivor.lines.slice(from).filter((l) => l.event === 'probe.succeeded').map((l) => l.realmId));
     expect([...probed].sort()).toEqual([...fx.realms].sort());
   }, 15_000);
-  polling = false;
-  await poller;
+  const answers = await poller.stop();
   expect(answers.length).toBeGreaterThan(10);
   expect(answers.filter((a) => a !== 200), 'requests through HAProxy not answered 200 while a daemon stopped').toEqual([]);
   expect((await serverStates(stats)).host1).toBe('UP');

@@ -11,7 +11,7 @@ import { startSimulator, type Simulator } from '../src/simulator/simulator.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { daemonEnv, webhookReceiver, type WebhookReceiver } from './support/daemon.js';
 import { realmsFixture, type Fixture } from './support/realms.js';
-import { eventually } from './support/wait.js';
+import { eventually, pollStatuses } from './support/wait.js';
 import { CLIENT_ID, CLIENT_SECRET } from './support/qbo.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -115,18 +115,7 @@ describe('two PM2 cluster workers (the ecosystem file as shipped): one fleet on 
     await eventually(async () => expect(new Set(hook.bodies.filter((b) => b.event === 'alert.raised').map((b) => b.realmId)).size).toBe(3), 20_000);
 
     // The load balancer's view during the reload: one poll every 20 ms on the shared port.
-    const polls: Array<number | string> = [];
-    let polling = true;
-    const poller = (async () => {
-      while (polling) {
-        try {
-          polls.push((await fetch(`http://127.0.0.1:${port}/health/ready`)).status);
-        } catch (err) {
-          polls.push(String((err as Error & { cause?: Error }).cause?.message ?? err));
-        }
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })();
+    const poller = pollStatuses(`http://127.0.0.1:${port}/health/ready`);
     const reloadFrom = new Date();
     try {
       await pm2c('reload', 'qbo-health-monitor');
@@ -136,8 +125,7 @@ describe('two PM2 cluster workers (the ecosystem file as shipped): one fleet on 
       throw new Error(`pm2 reload failed: ${String(err)}\n${paths.map((p) => `${p.pm2_env.status}\n${tail(p.pm2_env.pm_out_log_path)}\n${tail(p.pm2_env.pm_err_log_path)}`).join('\n---\n')}`);
     }
     const reloadTo = new Date();
-    polling = false;
-    await poller;
+    const polls = await poller.stop();
     expect(polls.length).toBeGreaterThan(10);
     expect(polls.filter((p) => p !== 200), `polls not answered 200 during the reload: ${JSON.stringify(polls.filter((p) => p !== 200))}`).toEqual([]);
     const after = (JSON.parse(await pm2c('jlist')) as Pm2Process[]).filter((p) => p.name === 'qbo-health-monitor');

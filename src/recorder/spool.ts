@@ -9,7 +9,7 @@
 import { mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { LogEvent, type Logger } from '../log.js';
-import type { ProbeResult } from '../probe-result.js';
+import { reviveProbeResult, type ProbeResult } from '../probe-result.js';
 
 export const CURRENT_FILE = 'current.jsonl';
 const REPLAY_PATTERN = /^replay-\d{13}-\d{6}\.jsonl$/;
@@ -44,20 +44,14 @@ function serialize(r: ProbeResult): string {
 }
 
 function deserialize(line: string): ProbeResult | undefined {
-  let raw: Record<string, unknown>;
+  let raw: unknown;
   try {
-    raw = JSON.parse(line) as Record<string, unknown>;
+    raw = JSON.parse(line);
   } catch {
     // An unreadable line is counted and reported by the caller (spool.replayed `skipped`).
     return undefined;
   }
-  const checkedAt = new Date(String(raw.checkedAt));
-  if (typeof raw.probeId !== 'string' || typeof raw.realmId !== 'string' || Number.isNaN(checkedAt.getTime())) return undefined;
-  return {
-    ...(raw as unknown as ProbeResult),
-    checkedAt,
-    refreshTokenExpiresAt: typeof raw.refreshTokenExpiresAt === 'string' ? new Date(raw.refreshTokenExpiresAt) : undefined,
-  };
+  return reviveProbeResult(raw);
 }
 
 export class Spool {

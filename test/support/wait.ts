@@ -12,3 +12,29 @@ export async function eventually(check: () => Promise<void>, timeoutMs = 10_000)
     }
   }
 }
+
+/**
+ * Polls `url` every 20 ms until stop() (what a load balancer's health checks see): each answer's
+ * status, or the connection error's message.
+ */
+export function pollStatuses(url: string): { stop(): Promise<Array<number | string>> } {
+  const answers: Array<number | string> = [];
+  let polling = true;
+  const loop = (async () => {
+    while (polling) {
+      try {
+        answers.push((await fetch(url)).status);
+      } catch (err) {
+        answers.push(String((err as Error & { cause?: Error }).cause?.message ?? err));
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  return {
+    stop: async () => {
+      polling = false;
+      await loop;
+      return answers;
+    },
+  };
+}
