@@ -185,7 +185,7 @@ describe('the alert outbox', () => {
 });
 
 describe('spools', () => {
-  it("each process has its own directory; the next process of a slot adopts what one that is gone left, and leaves a live one's alone", async () => {
+  it("each process has its own directory; a daemon adopts what any process that is gone left (its own slot's or a slot that runs no more), and leaves a live one's alone", async () => {
     const root = path.join(os.tmpdir(), `qbhm-spool-${randomUUID().slice(0, 8)}`);
     const dead = instanceSpoolDir(root, 'host:8080/0', 999_999_999);
     const live = instanceSpoolDir(root, 'host:8080/0', process.ppid);
@@ -195,11 +195,16 @@ describe('spools', () => {
     writeFileSync(path.join(live, 'current.jsonl'), line(randomUUID()));
     const capture = captureLog('debug');
     const mine = instanceSpoolDir(root, 'host:8080/0');
-    const spool = new Spool(mine, capture.log, undefined, { siblings: path.dirname(mine), legacy: root });
-    expect(await spool.open()).toBe(2);
+    // A slot that never runs again (scaled down, its PORT changed): its spool is adopted too.
+    const gone = instanceSpoolDir(root, 'host:9999/2', 999_999_998);
+    mkdirSync(gone, { recursive: true });
+    writeFileSync(path.join(gone, 'replay-0000000000001-000001.jsonl'), line(randomUUID()));
+    const spool = new Spool(mine, capture.log, undefined, { root });
+    expect(await spool.open()).toBe(3);
     expect(existsSync(dead)).toBe(false);
+    expect(existsSync(gone)).toBe(false);
     expect(readdirSync(live)).toEqual(['current.jsonl']);
-    expect(capture.byEvent('spool.found')).toEqual([expect.objectContaining({ from: dead, files: 1 })]);
+    expect(capture.byEvent('spool.found').map((l) => l.from).sort()).toEqual([dead, gone].sort());
     // Another slot's directory is never this process's business.
     expect(instanceSpoolDir(root, 'host:8081/0')).not.toBe(mine);
     await spool.close();

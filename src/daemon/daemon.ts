@@ -8,7 +8,6 @@
  */
 import cluster from 'node:cluster';
 import { access, constants } from 'node:fs/promises';
-import path from 'node:path';
 import type { Config } from '../config.js';
 import { connectionFailure, createPool, isDatabaseUnavailable, withClient, type Pool } from '../db/pool.js';
 import { describeDbFailure } from '../db/failure.js';
@@ -98,7 +97,7 @@ export class Daemon {
       log,
     );
     const spoolDir = instanceSpoolDir(config.spoolDir, instanceId);
-    this.spool = new Spool(spoolDir, log, undefined, { siblings: path.dirname(spoolDir), legacy: config.spoolDir });
+    this.spool = new Spool(spoolDir, log, undefined, { root: config.spoolDir });
     this.notifier = new WebhookNotifier(config.alertWebhookUrl, log);
     const escalation = { alertAfterFailures: config.alertAfterFailures, alertRepeatMinutes: config.alertRepeatMinutes };
     this.escalator = new Escalator(this.pool, log, { ...escalation, instanceId: memberId, notify: this.notifier.configured });
@@ -262,7 +261,8 @@ export class Daemon {
 
   /** While PostgreSQL answers: unsaved rotated tokens stored, the schema verified again, the spool replayed. */
   private async recoverDatabase(): Promise<void> {
-    // A spool left by this slot's previous process (a crash; a reload's predecessor, once it exited).
+    // A spool left by a process that is gone (a crash; a reload's predecessor, once it exited; a
+    // slot that does not run any more).
     await this.spool.adoptOrphans();
     this.state.spoolPending = this.spool.pending;
     // Rotated tokens only this process holds are the one thing that cannot be re-created.

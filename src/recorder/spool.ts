@@ -64,10 +64,11 @@ export class Spool {
     private readonly log: Logger,
     private readonly batchSize = 2000,
     /**
-     * Where to look for spools left by processes that are gone: the slot's other pid directories
-     * (`siblings`) and spool files directly in `legacy` (SPOOL_DIR as earlier releases wrote it).
+     * SPOOL_DIR, where to look for spools left by processes that are gone: every slot's pid
+     * directories (a slot may never run again: `pm2 scale` down, a changed PORT), and spool files
+     * directly in SPOOL_DIR (as earlier releases wrote them).
      */
-    private readonly adopt?: { readonly siblings: string; readonly legacy?: string },
+    private readonly adopt?: { readonly root: string },
   ) {}
 
   /** Results written to the spool and not yet replayed. */
@@ -176,12 +177,18 @@ export class Spool {
    */
   async adoptOrphans(): Promise<number> {
     if (!this.adopt) return 0;
-    let adopted = 0;
-    if (this.adopt.legacy) adopted += await this.moveSpoolFiles(this.adopt.legacy);
-    for (const entry of await readdir(this.adopt.siblings, { withFileTypes: true })) {
-      const pid = Number(entry.name);
-      if (!entry.isDirectory() || !/^\d+$/.test(entry.name) || pid === process.pid || pidAlive(pid)) continue;
-      const dir = path.join(this.adopt.siblings, entry.name);
+    const { root } = this.adopt;
+    let adopted = await this.moveSpoolFiles(root);
+    const slots = (await readdir(root, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => path.join(root, e.name));
+    const orphans: Array<{ dir: string; pid: number }> = [];
+    for (const slot of slots) {
+      for (const entry of await readdir(slot, { withFileTypes: true })) {
+        const pid = Number(entry.name);
+        const dir = path.join(slot, entry.name);
+        if (entry.isDirectory() && /^\d+$/.test(entry.name) && dir !== this.dir && !pidAlive(pid)) orphans.push({ dir, pid });
+      }
+    }
+    for (const { dir, pid } of orphans) {
       const moved = await this.moveSpoolFiles(dir);
       adopted += moved;
       await rm(dir, { recursive: true, force: true });
