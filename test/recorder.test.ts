@@ -191,6 +191,15 @@ describe('escalation', () => {
     step({ op: 'succeed', kind: 'quickbooks_api' });
     expect(events).toEqual(['alert.raised:3', 'alert.repeated:5', 'alert.resolved:5']);
     expect(state).toMatchObject({ state: 'resolved', consecutiveFailures: 0, resolvedAt: at });
+
+    // A warning that turns critical (a member down, then realms going unprobed) is told at once.
+    state = undefined;
+    events.length = 0;
+    step({ op: 'fail', kind: 'monitor_instance_down', failure: { severity: 'warning', immediate: true, summary: 'member down' } });
+    step({ op: 'fail', kind: 'monitor_instance_down', failure: { severity: 'warning', immediate: true, summary: 'member down' } });
+    step({ op: 'fail', kind: 'monitor_instance_down', failure: { severity: 'critical', immediate: true, summary: 'member down, realms unprobed' } });
+    expect(events).toEqual(['alert.raised:1', 'alert.repeated:3']);
+    expect(state).toMatchObject({ severity: 'critical' });
   });
 
   it('alert state lives in PostgreSQL: a restarted (or another) member neither re-pages nor forgets, and each transition is one outbox row', async () => {

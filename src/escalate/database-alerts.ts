@@ -47,7 +47,7 @@ export class DatabaseAlerts {
       this.change({
         op: 'fail',
         kind: 'database',
-        failure: { severity: 'critical', summary: `${outcome.summary}; {count} consecutive failed database write(s)`, lastError: outcome.err.message },
+        failure: { severity: 'critical', summary: `${outcome.summary}; failing for {count} consecutive cycle(s)`, lastError: outcome.err.message },
       });
     }
   }

@@ -10,7 +10,7 @@
  * per subject, in batches: one read decides which subjects change at all (a success on a quiet
  * realm, by far the commonest, costs nothing more), and only those take the lock. While
  * PostgreSQL cannot take them, changes wait in memory (bounded) and are applied when it is back.
- * A member's own database and schema alerts cannot travel this way: see local-alerts.ts.
+ * A member's own database and schema alerts cannot travel this way: see database-alerts.ts.
  */
 import { randomUUID } from 'node:crypto';
 import { insertNotification, lockAlertStates, openAlertStates, readAlertStates, writeAlertState } from '../db/alert-queries.js';

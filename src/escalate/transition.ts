@@ -4,7 +4,7 @@
  * ALERT_REPEAT_MINUTES; the first success resolves it. Failures retrying cannot fix raise at once
  * (`immediate`). Where the state lives (PostgreSQL for the fleet's alerts, memory for a member's
  * own database alerts) and how notifications travel is the callers' business (escalator.ts,
- * local-alerts.ts); what a transition is, and the words of its notification, are decided here.
+ * database-alerts.ts); what a transition is, and the words of its notification, are decided here.
  */
 import { dedupKey, isSystemSubject, type AlertEvent, type AlertKind, type AlertNotification, type AlertState, type Severity } from '../alert.js';
 
@@ -92,9 +92,11 @@ export function applyChange(
   if (failure.subject) s.subject = failure.subject;
   s.summary = failure.summary.replaceAll('{count}', String(s.consecutiveFailures));
   if (s.state === 'open') {
+    // A warning that became critical is told now, not at the next reminder.
+    const escalated = failure.severity === 'critical' && s.severity !== 'critical';
     if (failure.severity === 'critical') s.severity = 'critical';
     const due = (s.lastNotifiedAt?.getTime() ?? 0) + opts.alertRepeatMinutes * 60_000;
-    if (at.getTime() < due) return { state: s, transition: undefined };
+    if (at.getTime() < due && !escalated) return { state: s, transition: undefined };
     s.lastNotifiedAt = at;
     return { state: s, transition: { state: { ...s }, event: 'alert.repeated' } };
   }

@@ -53,7 +53,9 @@ export class Scheduler {
     const { log } = this;
     cron.setLogger({
       info: (message) => log.debug({ component: 'node-cron' }, message),
-      warn: (message) => log.warn({ event: LogEvent.schedulerMissed, component: 'node-cron' }, message),
+      // Its overlap warning repeats the execution:overlap event below (scheduler.overlap): debug only.
+      warn: (message) =>
+        /overlap/i.test(message) ? log.debug({ component: 'node-cron' }, message) : log.warn({ event: LogEvent.schedulerMissed, component: 'node-cron' }, message),
       error: (message, err) => log.error({ event: LogEvent.schedulerTickFailed, component: 'node-cron', err: err ?? message }, String(message)),
       debug: (message) => log.debug({ component: 'node-cron' }, String(message)),
     });
