@@ -154,6 +154,26 @@ describe('qbhealth fleet', () => {
     expect(after.stdout).toMatch(/^fleet: 2 live, 0 down; realms: 3 monitored, 1 held now$/m);
   });
 
+  it('retire of a slot (FLEET_INSTANCE_ID, as alerts name it) removes every dead process of it, and refuses while one is live', async () => {
+    await db.query(
+      `INSERT INTO quickbooks_monitor_members (instance_id, host, pid, version, started_at, heartbeat_at) VALUES
+         ('web-4:8080/0#11', 'web-4', 11, '0.2.0', now() - interval '1 day', now() - interval '20 minutes'),
+         ('web-4:8080/0#12', 'web-4', 12, '0.2.0', now() - interval '1 hour', now() - interval '5 minutes'),
+         ('web-5:8080/0#13', 'web-5', 13, '0.2.0', now() - interval '1 day', now() - interval '20 minutes'),
+         ('web-5:8080/0#14', 'web-5', 14, '0.2.0', now() - interval '1 hour', now())`,
+    );
+    const slot = await runQbhealth(['fleet', 'retire', 'web-4:8080/0'], env());
+    expect(slot.stderr).toBe('');
+    expect(slot.code).toBe(0);
+    expect(slot.stdout).toContain('retired fleet member web-4:8080/0#11');
+    expect(slot.stdout).toContain('retired fleet member web-4:8080/0#12');
+    expect(slot.stdout).toContain('slot web-4:8080/0 retired');
+    const refused = await runQbhealth(['fleet', 'retire', 'web-5:8080/0'], env());
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('fleet member web-5:8080/0 has a live process (web-5:8080/0#14)');
+    expect(await memberIds(db)).toEqual([LIVE, DEAD, LIVE_OLD, 'web-5:8080/0#13', 'web-5:8080/0#14']);
+  });
+
   it('retire of an unknown id says which ids exist; a missing or extra ID is a usage error', async () => {
     const unknown = await runQbhealth(['fleet', 'retire', 'web-9:8080'], env());
     expect(unknown.code).toBe(1);

@@ -5,6 +5,7 @@
  */
 import type { Env } from '../config.js';
 import { listMembers, retireMember } from '../db/fleet-queries.js';
+import { slotOf } from '../fleet/membership.js';
 import { loadFleetReport, type FleetMemberReport, type FleetReport } from '../db/fleet-report.js';
 import { inTransaction, withClient, type Pool } from '../db/pool.js';
 import { ExitCode, OperatorError } from '../errors.js';
@@ -108,7 +109,7 @@ const retireCommand: Command = {
     'stop it first; a daemon that stops cleanly leaves the fleet by itself, so retire is for one that died or whose ' +
     'host is gone. A retired member that comes back joins again. Needs only DATABASE_URL.',
   options: {},
-  arguments: [{ name: 'ID', description: 'the member\'s instance id, as `qbhealth fleet` lists it (FLEET_INSTANCE_ID)' }],
+  arguments: [{ name: 'ID', description: 'a member id as `qbhealth fleet` lists it (<FLEET_INSTANCE_ID>#<pid>), or a FLEET_INSTANCE_ID as alerts name it (every process of that slot)' }],
   exitCodes: [
     [0, 'retired'],
     [1, 'refused: the member is live (stop it first), or no member has that id (the registered ids are listed)'],
@@ -124,6 +125,27 @@ const retireCommand: Command = {
       io,
       async (pool) => {
         const before = await readFleet(pool, ttlMs);
+        // A slot (FLEET_INSTANCE_ID, as alerts name it) retires every process registered in it.
+        const inSlot = before.members.filter((m) => m.instanceId !== id && slotOf(m.instanceId) === id);
+        if (!before.members.some((m) => m.instanceId === id) && inSlot.length > 0) {
+          const live = inSlot.filter((m) => m.state === 'live');
+          if (live.length > 0) {
+            throw new OperatorError(
+              `fleet member ${id} has a live process (${live.map((m) => m.instanceId).join(', ')}): it is not down; stop it first if it is to leave. Nothing was changed`,
+              ExitCode.probeFailing,
+            );
+          }
+          for (const m of inSlot) {
+            try {
+              await retireMember(pool, m.instanceId, ttlMs);
+            } catch (err) {
+              throw databaseFailure(err) ?? err;
+            }
+            writeLine(io.stdout, io.secrets, `retired fleet member ${m.instanceId} (host ${m.host}, pid ${m.pid}, last heartbeat ${ago(m.heartbeatAt, before.at)})`);
+          }
+          writeLine(io.stdout, io.secrets, `slot ${id} retired: its realm leases are freed, and the live members resolve its monitor_instance_down alert`);
+          return ExitCode.ok;
+        }
         const member = before.members.find((m) => m.instanceId === id);
         let outcome: Awaited<ReturnType<typeof retireMember>>;
         try {
