@@ -243,3 +243,31 @@ export async function fleetView(db: Queryable, since: Date | undefined): Promise
       })),
   };
 }
+
+export interface UnpublishedResult {
+  readonly realmId: string;
+  /** How long ago the probe was taken (on the member's own clock, which only has to agree with itself). */
+  readonly ageMs: number;
+  readonly connected: boolean;
+  /** The result as the fleet view serves it (JSON). */
+  readonly result: unknown;
+}
+
+/**
+ * Results a member kept without ending a lease with them (PostgreSQL was away: probed without
+ * coordination, or the lease could not be ended) put into the fleet's view once PostgreSQL answers:
+ * the realm's probed_at, placed by the result's age on the database's clock, and its last result,
+ * where the view holds nothing newer. Leases are not touched. Returns how many realms took one.
+ */
+export async function publishResults(db: Queryable, instanceId: string, results: readonly UnpublishedResult[]): Promise<number> {
+  if (results.length === 0) return 0;
+  const { rows } = await db.query<{ realm_id: string }>(
+    `UPDATE ${L.name} l SET probed_at = now() - ${ms('f.age_ms')}, probed_by = $1, last_result = f.result,
+            last_success_at = CASE WHEN f.connected THEN greatest(l.last_success_at, now() - ${ms('f.age_ms')}) ELSE l.last_success_at END
+       FROM unnest($2::text[], $3::float8[], $4::boolean[], $5::jsonb[]) AS f(realm_id, age_ms, connected, result)
+      WHERE l.realm_id = f.realm_id AND (l.probed_at IS NULL OR l.probed_at < now() - ${ms('f.age_ms')})
+     RETURNING l.realm_id`,
+    [instanceId, results.map((r) => r.realmId), results.map((r) => r.ageMs), results.map((r) => r.connected), results.map((r) => JSON.stringify(r.result))],
+  );
+  return rows.length;
+}

@@ -5,10 +5,12 @@
  * (the database's clock says how old each heartbeat is), so that /health, /status and the
  * leader's checks (fleet/watch.ts) see the fleet as it is.
  */
+import cluster from 'node:cluster';
 import { hostname } from 'node:os';
-import { deregisterMember, heartbeat, listMembers, registerMember } from '../db/fleet-queries.js';
+import { deregisterMember, heartbeat, listMembers, registerMember, type MemberRow } from '../db/fleet-queries.js';
 import type { FleetStatus } from '../health/state.js';
 import type { Pool } from '../db/pool.js';
+import { ExitCode, OperatorError } from '../errors.js';
 import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
 
 /**
@@ -27,6 +29,33 @@ export function slotOf(memberId: string): string {
   return at < 0 ? memberId : memberId.slice(0, at);
 }
 
+/** Whether a process with this pid runs on this host (EPERM: it does, as another user). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Another daemon running on this host under the same FLEET_INSTANCE_ID (a copied configuration): its
+ * heartbeat keeps the slot live, so this one's death, or its own, would never be reported. The one
+ * exception is PM2 cluster mode, where `pm2 reload` starts a worker's successor in the same slot
+ * while the worker is still running.
+ */
+export class DuplicateInstanceError extends OperatorError {
+  constructor(slot: string, other: MemberRow) {
+    super(
+      `another daemon is running as FLEET_INSTANCE_ID "${slot}" on this host (pid ${other.pid}, heartbeat ${Math.round(other.heartbeatAgeMs)} ms ago): ` +
+        'give each daemon sharing this database its own FLEET_INSTANCE_ID (the default, <hostname>:<PORT>, differs when each has its own PORT), or stop the other one',
+      ExitCode.configInvalid,
+    );
+    this.name = 'DuplicateInstanceError';
+  }
+}
+
 export interface MembershipOptions {
   /** This process's member id (memberIdOf). */
   readonly instanceId: string;
@@ -43,6 +72,10 @@ export class Membership {
   /** The registration at start failed; each heartbeat tries it again. */
   private pending = false;
   private healthAddress: string | undefined;
+  /** When (performance.now()) this member's heartbeats began to succeed without a gap of a TTL; undefined while they fail. */
+  private beatingSince: number | undefined;
+  /** When (performance.now()) its last heartbeat succeeded. */
+  private lastBeatAt: number | undefined;
 
   constructor(
     private readonly pool: Pool,
@@ -54,12 +87,16 @@ export class Membership {
     return this.opts.instanceId;
   }
 
-  /** Registers this process (at start; on failure, at a later heartbeat). */
+  /**
+   * Registers this process (at start; on failure, at a later heartbeat). Another live daemon of
+   * this slot on this host refuses the start (DuplicateInstanceError, exit 78).
+   */
   async join(healthAddress: string | undefined): Promise<void> {
     this.healthAddress = healthAddress;
     try {
       await this.register();
     } catch (err) {
+      if (err instanceof DuplicateInstanceError) throw err;
       // PostgreSQL answers but refuses the write (read-only, a lock): the monitor starts anyway,
       // uncoordinated, and registers at a later heartbeat; exiting would silence it.
       this.log.warn(
@@ -71,8 +108,10 @@ export class Membership {
   }
 
   private async register(): Promise<void> {
+    await this.refuseDuplicate();
     await registerMember(this.pool, { instanceId: this.opts.instanceId, host: hostname(), pid: process.pid, version: this.opts.version, healthAddress: this.healthAddress });
     this.joined = true;
+    this.noteBeat(true);
     await this.readMembers();
     const others = (this.status?.members ?? []).filter((m) => m.instanceId !== this.opts.instanceId);
     this.log.info(
@@ -89,7 +128,8 @@ export class Membership {
         this.pending = false;
       } catch (err) {
         const admitted = this.repeats.admit('heartbeat');
-        if (admitted) this.log.warn({ event: LogEvent.fleetHeartbeatFailed, instance: this.opts.instanceId, err, ...admitted }, 'cannot register with the fleet yet (repeats are counted, not logged, for a minute)');
+        if (admitted && err instanceof DuplicateInstanceError) this.log.error({ event: LogEvent.fleetHeartbeatFailed, instance: this.opts.instanceId, err, ...admitted }, `cannot register with the fleet: ${err.message}`);
+        else if (admitted) this.log.warn({ event: LogEvent.fleetHeartbeatFailed, instance: this.opts.instanceId, err, ...admitted }, 'cannot register with the fleet yet (repeats are counted, not logged, for a minute)');
         return false;
       }
     }
@@ -101,10 +141,12 @@ export class Membership {
         await registerMember(this.pool, { instanceId: this.opts.instanceId, host: hostname(), pid: process.pid, version: this.opts.version, healthAddress: this.healthAddress });
         this.log.warn({ event: LogEvent.fleetRejoined, instance: this.opts.instanceId }, `this member's registration was gone (retired, or removed while it was not heartbeating); registered again as ${this.opts.instanceId}`);
       }
+      this.noteBeat(true);
       await this.readMembers();
       this.repeats.clear('heartbeat');
       return true;
     } catch (err) {
+      this.noteBeat(false);
       const admitted = this.repeats.admit('heartbeat');
       if (admitted) {
         this.log.warn(
@@ -144,7 +186,37 @@ export class Membership {
     };
   }
 
-  isLeader(): boolean {
-    return this.status?.leader === this.opts.instanceId;
+  /**
+   * Whether this member may speak for the fleet: it is the leader (the live member with the
+   * smallest id) and has heartbeaten without a break for FLEET_MEMBER_TTL_MS. A member that has
+   * just started, or just regained PostgreSQL after losing it (an outage, a pause, a blocked
+   * round), sees every other member's heartbeat as old and the fleet's view without what the others
+   * did meanwhile; judging members down or realms stalled from that would page falsely. One TTL
+   * later, every member that can reach PostgreSQL has heartbeaten and put its results back.
+   */
+  isLeader(now = performance.now()): boolean {
+    return this.status?.leader === this.opts.instanceId && this.beatingSince !== undefined && now - this.beatingSince >= this.opts.ttlMs;
+  }
+
+  /** A heartbeat's outcome: a failure, or a gap longer than the TTL since the last success, starts the settling again. */
+  private noteBeat(ok: boolean, now = performance.now()): void {
+    if (!ok) {
+      this.beatingSince = undefined;
+      return;
+    }
+    if (this.beatingSince === undefined || this.lastBeatAt === undefined || now - this.lastBeatAt > this.opts.ttlMs) this.beatingSince = now;
+    this.lastBeatAt = now;
+  }
+
+  /** Refuses to register while another live process of this slot runs on this host (see DuplicateInstanceError). */
+  private async refuseDuplicate(): Promise<void> {
+    // Under PM2 cluster mode a reload overlaps a worker and its successor in one slot.
+    if (cluster.isWorker) return;
+    const slot = slotOf(this.opts.instanceId);
+    const host = hostname();
+    const other = (await listMembers(this.pool)).find(
+      (m) => m.instanceId !== this.opts.instanceId && slotOf(m.instanceId) === slot && m.host === host && m.heartbeatAgeMs < this.opts.ttlMs && m.pid !== process.pid && processAlive(m.pid),
+    );
+    if (other) throw new DuplicateInstanceError(slot, other);
   }
 }

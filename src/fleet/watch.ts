@@ -6,8 +6,13 @@
  * others: a member whose heartbeat is older than FLEET_MEMBER_TTL_MS raises one
  * `monitor_instance_down` (warning while the others cover every realm, critical once a realm went
  * unprobed beyond staleness), resolved when it heartbeats again or is retired.
+ *
+ * The heartbeat never waits for the view: a view read held up (a lock on the token table, a slow
+ * PostgreSQL) must not let this member's leases expire while it is alive. Results this member kept
+ * without ending a lease with them (probed while PostgreSQL was away) are put into the view when it
+ * answers again, so that no member judges those realms stalled.
  */
-import { deregisterMember, fleetView, type MemberRow } from '../db/fleet-queries.js';
+import { deregisterMember, fleetView, publishResults, type MemberRow, type RealmView, type UnpublishedResult } from '../db/fleet-queries.js';
 import type { Pool } from '../db/pool.js';
 import type { Escalator } from '../escalate/escalator.js';
 import { instanceOfSubject, SystemSubject } from '../escalate/transition.js';
@@ -18,6 +23,9 @@ import { slotOf, type Membership } from './membership.js';
 
 export class FleetWatch {
   private timer: NodeJS.Timeout | undefined;
+  /** The heartbeat in flight. */
+  private beating: Promise<boolean> | undefined;
+  /** The view and the leader's checks in flight (after a heartbeat). */
   private running: Promise<void> | undefined;
   /** The database's clock at the previous view: results probed since are read again. */
   private viewSince: Date | undefined;
@@ -45,21 +53,36 @@ export class FleetWatch {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    await this.running;
+    await Promise.all([this.beating, this.running]);
   }
 
-  /** One round (also run once at start, before the first cycle). Never throws. */
+  /**
+   * One round (also run once at start, before the first cycle): a heartbeat, then, unless the
+   * previous one is still running, the view and the leader's checks. Never throws.
+   */
   tick(): Promise<void> {
-    this.running ??= this.round().finally(() => {
-      this.running = undefined;
-    });
+    this.beating ??= this.membership
+      .beat()
+      .then((ok) => {
+        this.state.fleet = this.membership.status;
+        return ok;
+      })
+      .finally(() => {
+        this.beating = undefined;
+      });
+    const beat = this.beating;
+    this.running ??= beat
+      .then((ok) => (ok ? this.round() : undefined))
+      .catch((err: unknown) => {
+        this.log.error({ event: LogEvent.dbReadFailed, what: 'fleet round', err }, 'a fleet round failed unexpectedly; the next heartbeat runs another');
+      })
+      .finally(() => {
+        this.running = undefined;
+      });
     return this.running;
   }
 
   private async round(): Promise<void> {
-    const beat = await this.membership.beat();
-    this.state.fleet = this.membership.status;
-    if (!beat) return;
     try {
       await this.readView();
       await this.escalator.load();
@@ -76,6 +99,7 @@ export class FleetWatch {
     const view = await fleetView(this.pool, this.viewSince);
     // Two seconds of overlap: a result committed just before the previous read is not missed.
     this.viewSince = new Date(view.now.getTime() - 2000);
+    await this.publishOwn(view.realms);
     const realms: FleetRealm[] = view.realms.map((r) => ({
       realmId: r.realmId,
       probedAgeMs: r.probedAgeMs,
@@ -100,6 +124,33 @@ export class FleetWatch {
       }
       this.absent.delete(id);
       this.onGone(id);
+    }
+  }
+
+  /**
+   * This member's own results that the view does not hold (taken while PostgreSQL was away, or
+   * whose lease could not be ended) are written into it, placed by their age: otherwise the leader
+   * would see realms this member kept probing through an outage as unprobed since, and page.
+   */
+  private async publishOwn(realms: readonly RealmView[]): Promise<void> {
+    const self = this.membership.instanceId;
+    const now = Date.now();
+    const unpublished: UnpublishedResult[] = [];
+    for (const r of realms) {
+      const mine = this.state.realms.get(r.realmId);
+      if (!mine || mine.probedBy !== self) continue;
+      // Within a second it is the result the lease was ended with (probed_at is the probe's end).
+      if (r.probedAgeMs !== undefined && mine.observedAt <= now - r.probedAgeMs + 1000) continue;
+      unpublished.push({ realmId: r.realmId, ageMs: Math.max(0, now - mine.observedAt), connected: mine.last.connected, result: mine.last });
+    }
+    if (unpublished.length === 0) return;
+    try {
+      const published = await publishResults(this.pool, self, unpublished);
+      this.repeats.clear('publish');
+      this.log.debug({ instance: self, published, kept: unpublished.length }, `${published} result(s) this member took without coordination put into the fleet's view`);
+    } catch (err) {
+      const admitted = this.repeats.admit('publish');
+      if (admitted) this.log.warn({ event: LogEvent.dbWriteFailed, what: 'fleet view results', realms: unpublished.length, err, ...admitted }, "cannot put this member's results taken without coordination into the fleet's view; tried again at the next heartbeat (repeats are counted, not logged, for a minute)");
     }
   }
 

@@ -7,8 +7,11 @@
  * neither could take it) stops the cycle and is rethrown.
  *
  * When PostgreSQL cannot be asked for work, no coordination is possible: this member probes the
- * realms it held last (all it knows of, if it has held none yet), so that their results (database_unavailable, most likely) are spooled and
- * the database alert is raised, and coordination resumes once PostgreSQL answers.
+ * realms it held in its last coordinated cycle, so that their results are spooled and the database
+ * alert is raised, and coordination resumes once PostgreSQL answers. The members' last cycles
+ * shared the realms out, so each realm stays probed once a period. A cycle that held none (the
+ * others were quicker) keeps none: that member probes nothing meanwhile, rather than every realm
+ * again. Only a member that has not completed a coordinated cycle yet probes every realm it knows of.
  */
 import { isDatabaseUnavailable, isSchemaGap, isSqlError } from '../db/pool.js';
 import type { Lease } from '../db/fleet-queries.js';
@@ -23,7 +26,7 @@ export interface CycleHooks {
   observe(outcome: ProbeOutcome): void;
   /** Durable: in the database or the spool. Rejects only when neither could take it (fatal). */
   record(result: ProbeResult): Promise<void>;
-  /** Every realm this member knows to be monitored (the fleet's last view), for probing without coordination before it held any. */
+  /** Every realm this member knows to be monitored (the fleet's last view), for probing without coordination before its first coordinated cycle. */
   knownRealms(): string[];
   /** A realm disconnected while it was probed. */
   forget(realmId: string): void;
@@ -46,6 +49,8 @@ export interface CycleSummary {
 export class ProbeCycle {
   /** The realms this member probed in its last coordinated cycle: what it keeps probing while PostgreSQL is away. */
   private lastHeld: string[] = [];
+  /** Whether a coordinated cycle has completed (lastHeld says what this member's share is). */
+  private coordinated = false;
   private readonly finisher: LeaseFinisher;
   private readonly repeats = new RepeatLimiter();
 
@@ -126,6 +131,7 @@ export class ProbeCycle {
       if (failed) throw failed.reason;
       this.repeats.clear('claim');
       this.lastHeld = queue.claimed.map((l) => l.realmId);
+      this.coordinated = true;
     } catch (err) {
       // Any refusal of PostgreSQL's (unreachable, read-only, a missing table, a timeout) ends coordination for this cycle.
       if (!isDatabaseUnavailable(err) && !isSchemaGap(err) && !isSqlError(err)) throw err;
@@ -137,8 +143,8 @@ export class ProbeCycle {
       // PostgreSQL cannot hand out work: the realms held last are probed without coordination.
       uncoordinated = true;
       const started = new Set(queue.claimed.map((l) => l.realmId));
-      // A member that never held any (it has just started) probes every realm it knows of.
-      const held = this.lastHeld.length > 0 ? this.lastHeld : this.hooks.knownRealms();
+      // A member that has never coordinated (it has just started) probes every realm it knows of.
+      const held = this.coordinated ? this.lastHeld : this.hooks.knownRealms();
       const rest = held.filter((id) => !started.has(id));
       const admitted = this.repeats.admit('claim');
       if (admitted) {
