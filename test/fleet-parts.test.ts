@@ -19,6 +19,7 @@ import { WebhookNotifier } from '../src/escalate/notifier.js';
 import { OutboxDeliverer } from '../src/escalate/outbox.js';
 import type { AlertNotification } from '../src/alert.js';
 import { DeadMansSwitch } from '../src/fleet/dead-mans-switch.js';
+import { Membership } from '../src/fleet/membership.js';
 import { instanceSpoolDir, Spool } from '../src/recorder/spool.js';
 import type { TestDatabase } from './support/db.js';
 import { captureLog } from './support/log.js';
@@ -120,6 +121,18 @@ async function receiver(answers: number[]): Promise<{ url: string; bodies: Alert
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook/s3cr3t-path`, bodies, server };
 }
+
+describe('membership', () => {
+  it('refuses to start as a member id live on another host (one FLEET_INSTANCE_ID in containers, each pid 1): exit 78, the row left alone', async () => {
+    const id = `shared-id#${process.pid}`;
+    await db.query(`INSERT INTO quickbooks_monitor_members (instance_id, host, pid, version) VALUES ($1, 'container-b', $2, '0.1.0')`, [id, process.pid]);
+    const capture = captureLog('debug');
+    const membership = new Membership(pool, capture.log, { instanceId: id, version: '0.1.0', heartbeatMs: 1000, ttlMs: 3000 });
+    await expect(membership.join(undefined)).rejects.toMatchObject({ exitCode: 78, message: expect.stringContaining('another daemon is running as FLEET_INSTANCE_ID "shared-id" (pid') });
+    const { rows } = await db.query('SELECT host FROM quickbooks_monitor_members WHERE instance_id = $1', [id]);
+    expect(rows).toEqual([{ host: 'container-b' }]);
+  });
+});
 
 describe('the alert outbox', () => {
   it('delivers each notification once, in order per alert, retrying a failing receiver with the same notificationId', async () => {

@@ -48,7 +48,7 @@ function processAlive(pid: number): boolean {
 export class DuplicateInstanceError extends OperatorError {
   constructor(slot: string, other: MemberRow) {
     super(
-      `another daemon is running as FLEET_INSTANCE_ID "${slot}" on this host (pid ${other.pid}, heartbeat ${Math.round(other.heartbeatAgeMs)} ms ago): ` +
+      `another daemon is running as FLEET_INSTANCE_ID "${slot}" (pid ${other.pid} on ${other.host}, heartbeat ${Math.round(other.heartbeatAgeMs)} ms ago): ` +
         'give each daemon sharing this database its own FLEET_INSTANCE_ID (the default, <hostname>:<PORT>, differs when each has its own PORT), or stop the other one',
       ExitCode.configInvalid,
     );
@@ -210,11 +210,17 @@ export class Membership {
 
   /** Refuses to register while another live process of this slot runs on this host (see DuplicateInstanceError). */
   private async refuseDuplicate(): Promise<void> {
-    // Under PM2 cluster mode a reload overlaps a worker and its successor in one slot.
-    if (cluster.isWorker) return;
     const slot = slotOf(this.opts.instanceId);
     const host = hostname();
-    const other = (await listMembers(this.pool)).find(
+    const members = await listMembers(this.pool);
+    // The very same member id live on another host: one FLEET_INSTANCE_ID given to daemons in
+    // containers, each pid 1. Registering would merge the two into one row, whose heartbeat would
+    // keep a dead one's leases alive.
+    const twin = members.find((m) => m.instanceId === this.opts.instanceId && m.host !== host && m.heartbeatAgeMs < this.opts.ttlMs);
+    if (twin) throw new DuplicateInstanceError(slot, twin);
+    // Under PM2 cluster mode a reload overlaps a worker and its successor in one slot.
+    if (cluster.isWorker) return;
+    const other = members.find(
       (m) => m.instanceId !== this.opts.instanceId && slotOf(m.instanceId) === slot && m.host === host && m.heartbeatAgeMs < this.opts.ttlMs && m.pid !== process.pid && processAlive(m.pid),
     );
     if (other) throw new DuplicateInstanceError(slot, other);
