@@ -95,6 +95,8 @@ export const LogEvent = {
   leaseLost: 'lease.lost',
   /** Due realms could not be claimed from PostgreSQL: the member probes the realms it held last. */
   leaseClaimFailed: 'lease.claim_failed',
+  /** Fleet: this host's clock is more than 2 s off PostgreSQL's (results are stamped on the database's clock). */
+  fleetClockSkew: 'fleet.clock_skew',
   /** HEARTBEAT_URL (the external dead-man's switch) could not be pinged. */
   heartbeatUrlFailed: 'heartbeat_url.failed',
 } as const;

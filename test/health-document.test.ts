@@ -67,7 +67,7 @@ describe('/health document', () => {
     expect(staleness(now + 130_000)).toMatchObject({ status: 'pass', observedValue: 0 });
     expect(staleness(now + 130_001)).toMatchObject({ status: 'fail', observedValue: 1, output: expect.stringContaining('7 (130 s)') });
     // A result ends it; three settled ticks after it without another start it again.
-    state.observe({ ...result('7', 'x', 'pass', 100), checkedAt: new Date(now + 125_000) });
+    state.observe({ ...result('7', 'x', 'pass', 100), checkedAt: new Date(now + 125_000) }, undefined, now + 125_000);
     expect(state.stalledRealms(now + 500_000)).toEqual([]);
     tick(now + 180_000);
     tick(now + 240_000);
@@ -78,7 +78,7 @@ describe('/health document', () => {
     // A quiet schedule (no tick due for hours) raises nothing, however long it is.
     const quiet = new HealthState();
     quiet.expectRealms(['8'], new Date(now));
-    quiet.observe({ ...result('8', 'y', 'pass', 100), checkedAt: new Date(now + 1000) });
+    quiet.observe({ ...result('8', 'y', 'pass', 100), checkedAt: new Date(now + 1000) }, undefined, now + 1000);
     quiet.noteTick(new Date(now), new Date(now + 16 * 3_600_000));
     expect(quiet.stalledRealms(now + 15 * 3_600_000)).toEqual([]);
     expect(quiet.live(now + 15 * 3_600_000).ok).toBe(true);

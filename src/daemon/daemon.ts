@@ -113,7 +113,9 @@ export class Daemon {
     );
     const oauth = IntuitOAuth.fromConfig(config);
     this.store = new TokenStore(this.pool, TokenCipher.fromConfig(config), oauth, secrets, log);
-    this.prober = new Prober(this.store, { ...config, apiBaseUrl: config.qboApiBaseUrl }, log, secrets);
+    // Results are stamped on the database's clock (the offset the heartbeats measure), so a member
+    // whose clock is off does not write a realm's history out of order.
+    this.prober = new Prober(this.store, { ...config, apiBaseUrl: config.qboApiBaseUrl }, log, secrets, () => new Date(Date.now() + this.membership.clockOffsetMs));
     this.server = new HealthServer(
       this.state,
       this.metrics,

@@ -46,14 +46,14 @@ export async function memberById(db: Queryable, instanceId: string): Promise<Mem
  * The heartbeat: the member's row and every lease it holds are renewed for `ttlMs`. `registered`
  * false means the row is gone (retired while this member was stopped): the caller registers again.
  */
-export async function heartbeat(db: Queryable, instanceId: string, ttlMs: number): Promise<{ registered: boolean; held: number }> {
-  const { rows } = await db.query<{ registered: string; held: string }>(
+export async function heartbeat(db: Queryable, instanceId: string, ttlMs: number): Promise<{ registered: boolean; held: number; now: Date }> {
+  const { rows } = await db.query<{ registered: string; held: string; db_now: Date }>(
     `WITH m AS (UPDATE ${M.name} SET heartbeat_at = now() WHERE instance_id = $1 RETURNING 1),
           l AS (UPDATE ${L.name} SET lease_until = now() + ${ms('$2')} WHERE holder = $1 AND lease_until > now() RETURNING 1)
-     SELECT (SELECT count(*) FROM m) AS registered, (SELECT count(*) FROM l) AS held`,
+     SELECT (SELECT count(*) FROM m) AS registered, (SELECT count(*) FROM l) AS held, clock_timestamp() AS db_now`,
     [instanceId, ttlMs],
   );
-  return { registered: Number(rows[0]?.registered ?? 0) > 0, held: Number(rows[0]?.held ?? 0) };
+  return { registered: Number(rows[0]?.registered ?? 0) > 0, held: Number(rows[0]?.held ?? 0), now: rows[0]?.db_now ?? new Date() };
 }
 
 /** A clean stop: leases handed back at once, the row removed. Returns how many leases it released. */

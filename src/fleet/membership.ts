@@ -56,6 +56,9 @@ export class DuplicateInstanceError extends OperatorError {
   }
 }
 
+/** A host clock this far from the database's is logged (`fleet.clock_skew`). */
+export const CLOCK_SKEW_WARN_MS = 2000;
+
 export interface MembershipOptions {
   /** This process's member id (memberIdOf). */
   readonly instanceId: string;
@@ -135,7 +138,9 @@ export class Membership {
     }
     if (!this.joined) return false;
     try {
-      const { registered } = await heartbeat(this.pool, this.opts.instanceId, this.opts.ttlMs);
+      const sentAt = Date.now();
+      const { registered, now: dbNow } = await heartbeat(this.pool, this.opts.instanceId, this.opts.ttlMs);
+      this.noteClock(dbNow, sentAt, Date.now());
       if (!registered) {
         // Retired while this process was stopped (SIGSTOP, a VM paused): it joins again.
         await registerMember(this.pool, { instanceId: this.opts.instanceId, host: hostname(), pid: process.pid, version: this.opts.version, healthAddress: this.healthAddress });
@@ -206,6 +211,31 @@ export class Membership {
     }
     if (this.beatingSince === undefined || this.lastBeatAt === undefined || now - this.lastBeatAt > this.opts.ttlMs) this.beatingSince = now;
     this.lastBeatAt = now;
+  }
+
+  /**
+   * How far this host's clock is behind the database's, measured at each heartbeat (the database's
+   * clock_timestamp() against the middle of the round trip). Results are stamped on the
+   * database's clock with it, so a member whose clock is off does not write history out of order;
+   * more than CLOCK_SKEW_WARN_MS off is logged (`fleet.clock_skew`) once a minute.
+   */
+  clockOffsetMs = 0;
+
+  private noteClock(dbNow: Date, sentAt: number, answeredAt: number): void {
+    // A slow round trip says little about the offset: only quick ones are used.
+    if (answeredAt - sentAt > 1000) return;
+    this.clockOffsetMs = dbNow.getTime() - (sentAt + answeredAt) / 2;
+    if (Math.abs(this.clockOffsetMs) <= CLOCK_SKEW_WARN_MS) {
+      this.repeats.clear('clock');
+      return;
+    }
+    const admitted = this.repeats.admit('clock');
+    if (admitted) {
+      this.log.warn(
+        { event: LogEvent.fleetClockSkew, instance: this.opts.instanceId, offsetMs: Math.round(this.clockOffsetMs), ...admitted },
+        `this host's clock is ${Math.round(Math.abs(this.clockOffsetMs) / 1000)} s ${this.clockOffsetMs > 0 ? 'behind' : 'ahead of'} PostgreSQL's: leases use the database's clock and results are stamped with it, but fix the host's time (NTP) (repeats are counted, not logged, for a minute)`,
+      );
+    }
   }
 
   /** Refuses to register while another live process of this slot runs on this host (see DuplicateInstanceError). */

@@ -115,13 +115,14 @@ export class HealthState {
     return stalled;
   }
 
-  observe(result: ProbeResult, probedBy?: string): void {
+  /** A result this member took; `observedAt` is when it got it, on this host's clock (checkedAt is on the database's). */
+  observe(result: ProbeResult, probedBy?: string, observedAt = Date.now()): void {
     const previous = this.realms.get(result.realmId);
     this.realms.set(result.realmId, {
       realmId: result.realmId,
       last: result,
       lastSuccessAt: result.connected ? result.checkedAt : previous?.lastSuccessAt,
-      observedAt: result.checkedAt.getTime(),
+      observedAt,
       probedBy,
     });
   }
