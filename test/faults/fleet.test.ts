@@ -318,6 +318,11 @@ describe('a member whose clock is 30 s ahead (leases on the database clock)', ()
       for (const m of fleet) expect(m.d.events('alert.raised'), `${m.id} raised`).toEqual([]);
       for (const m of fleet) expect(m.d.events('fleet.member_down'), `${m.id} saw a member down`).toEqual([]);
       expect(health.checks['fleet:members']?.[0]?.status).toBe('pass');
+      // Its history is stamped on the database's clock, not 30 s in the future.
+      const skewedIds = new Set(probeSpans(skewed.d, skewed.id).map((s) => s.probeId));
+      const skewedRows = (await healthRows((t) => fx.db.query(t))).filter((r) => skewedIds.has(r.probeId));
+      expect(skewedRows.length).toBeGreaterThan(0);
+      for (const r of skewedRows) expect(Math.abs(r.createdAt - r.checkedAt), `row ${r.probeId}: checked_at ${r.checkedAt - r.createdAt} ms from its insert`).toBeLessThan(5000);
       await expectNothingLost((t) => fx.db.query(t), fleet.map((m) => m.env.SPOOL_DIR as string), fleet.map((m) => m.d), true);
     } finally {
       for (const m of fleet) await m.d.stop('SIGKILL');
