@@ -137,7 +137,7 @@ export class OutboxDeliverer {
       await write();
     } catch (err) {
       this.log.warn(
-        { event: LogEvent.alertDeliveryFailed, what: 'outbox update', notificationId: n.notificationId, err },
+        { event: LogEvent.dbWriteFailed, what: 'alert outbox', notificationId: n.notificationId, err },
         'the outcome of an alert delivery could not be stored; when its claim expires it may be delivered again, with the same notificationId',
       );
     }

@@ -159,8 +159,8 @@ export class HealthState {
   }
 
   /** Live: the scheduler ticks (or has only just started) and the event loop is responsive. */
-  live(now = Date.now()): { ok: boolean; reason: string | undefined } {
-    if (this.shuttingDown) return { ok: false, reason: 'shutting down' };
+  live(now = Date.now(), opts: { handingOver?: boolean } = {}): { ok: boolean; reason: string | undefined } {
+    if (this.shuttingDown && !opts.handingOver) return { ok: false, reason: 'shutting down' };
     if (this.nextTickDueAt !== undefined) {
       // The tick node-cron was to fire next is overdue: the scheduler has stopped (any schedule).
       const overdue = now - this.nextTickDueAt.getTime();
@@ -174,8 +174,12 @@ export class HealthState {
   }
 
   /** Ready: PostgreSQL reachable and the schema verified. */
-  ready(): { ok: boolean; reason: string | undefined } {
-    if (this.shuttingDown) return { ok: false, reason: 'shutting down' };
+  /**
+   * `handingOver`: a PM2 cluster worker that is stopping while other workers keep the port: what a
+   * poll asks is whether the service behind the port is up, and it is.
+   */
+  ready(opts: { handingOver?: boolean } = {}): { ok: boolean; reason: string | undefined } {
+    if (this.shuttingDown && !opts.handingOver) return { ok: false, reason: 'shutting down' };
     if (!this.db.reachable) return { ok: false, reason: `PostgreSQL unreachable${this.db.error ? `: ${this.db.error}` : ''}` };
     if (!this.schema.verified) return { ok: false, reason: `schema not verified${this.schema.error ? `: ${this.schema.error}` : ''}` };
     return { ok: true, reason: undefined };

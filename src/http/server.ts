@@ -378,7 +378,11 @@ export class HealthServer {
   private statusLoads = 0;
   private closing: Promise<void> | undefined;
 
-  /** stopAccepting() was called: other workers answer new connections. */
+  /**
+   * stopAccepting() was called: other workers answer new connections, and the liveness and
+   * readiness polls still arriving on this one's open connections are answered for the service
+   * (the other workers keep it up), each closing its connection so the next poll goes to them.
+   */
   private handingOver = false;
 
   constructor(
@@ -553,13 +557,13 @@ export class HealthServer {
   }
 
   private serveLive(res: ServerResponse): void {
-    const live = this.state.live();
+    const live = this.state.live(Date.now(), { handingOver: this.handingOver });
     if (live.ok) return sendPass(res);
     send(res, 503, HEALTH_JSON, JSON.stringify({ status: 'fail', output: live.reason }));
   }
 
   private serveReady(req: IncomingMessage, res: ServerResponse): void {
-    const ready = this.state.ready();
+    const ready = this.state.ready({ handingOver: this.handingOver });
     if (ready.ok) return sendPass(res);
     // Only a caller holding HEALTH_TOKEN sees the reason in full (PostgreSQL's error names hosts, users, databases).
     const output = this.token && this.authorized(req) ? ready.reason : readinessSummary(this.state);
