@@ -49,9 +49,9 @@ describe('realm leases', () => {
   it('concurrent claims are disjoint and cover every due realm, longest-waiting first; a finished realm is not due again within the period', async () => {
     const realms = Array.from({ length: 60 }, (_, i) => String(7_000_000_000 + i));
     await addRealms(realms);
-    // Realm 59 waited longest (probed long ago), the rest never.
-    await db.query(`UPDATE quickbooks_realm_leases SET probed_at = now() - interval '1 hour' WHERE realm_id <> '${realms[59]}' AND realm_id LIKE '7%'`);
-    await db.query(`UPDATE quickbooks_realm_leases SET probed_at = now() - interval '2 hours' WHERE realm_id = '${realms[59]}'`);
+    // Realm 59 waited longest (claimed and probed long ago), the rest less.
+    await db.query(`UPDATE quickbooks_realm_leases SET probed_at = now() - interval '1 hour', claimed_at = now() - interval '1 hour' WHERE realm_id <> '${realms[59]}' AND realm_id LIKE '7%'`);
+    await db.query(`UPDATE quickbooks_realm_leases SET probed_at = now() - interval '2 hours', claimed_at = now() - interval '2 hours' WHERE realm_id = '${realms[59]}'`);
     const opts = { limit: 7, dueAfterMs: 45_000, leaseMs: 15_000 };
     const first = await claimRealms(pool, 'a#1', { ...opts, limit: 1 });
     expect(first.map((l) => l.realmId)).toEqual([realms[59]]);

@@ -134,9 +134,11 @@ export interface Lease {
 
 /**
  * Claims up to `limit` realms that are due (not probed in the last `dueAfterMs`) and free (no
- * lease, or one that expired: its holder stopped heartbeating), longest-waiting first, skipping
- * rows another member is claiming this instant. The lease runs `leaseMs`; heartbeats renew it.
- * `force` claims free realms whether due or not (`probeNow`).
+ * lease, or one that expired: its holder stopped heartbeating), longest-waiting first (claimed
+ * longest ago; a claim moves its realms to the end of that order, so each claim reads the first
+ * due rows of its index and stops), skipping rows another member is claiming this instant. The
+ * lease runs `leaseMs`; heartbeats renew it. `force` claims free realms whether due or not
+ * (`probeNow`).
  */
 export async function claimRealms(db: Queryable, instanceId: string, opts: { limit: number; dueAfterMs: number; leaseMs: number; force?: boolean }): Promise<Lease[]> {
   const { rows } = await db.query<{ realm_id: string; lease_seq: string; probed_at: Date | null }>(
@@ -145,7 +147,7 @@ export async function claimRealms(db: Queryable, instanceId: string, opts: { lim
          JOIN ${T.name} t ON t.realm_id = l.realm_id AND t.status <> 'disconnected'
         WHERE (l.lease_until IS NULL OR l.lease_until < now())
           AND ($5 OR l.probed_at IS NULL OR l.probed_at <= now() - ${ms('$3')})
-        ORDER BY l.probed_at NULLS FIRST, l.realm_id
+        ORDER BY l.claimed_at NULLS FIRST, l.realm_id
         LIMIT $2
         FOR UPDATE OF l SKIP LOCKED
      )
@@ -154,7 +156,7 @@ export async function claimRealms(db: Queryable, instanceId: string, opts: { lim
      RETURNING l.realm_id, l.lease_seq, l.probed_at`,
     [instanceId, opts.limit, opts.dueAfterMs, opts.leaseMs, opts.force ?? false],
   );
-  // RETURNING keeps no order: longest-waiting first, as claimed.
+  // RETURNING keeps no order: the longest unprobed first.
   rows.sort((a, b) => (a.probed_at?.getTime() ?? -Infinity) - (b.probed_at?.getTime() ?? -Infinity) || a.realm_id.localeCompare(b.realm_id));
   return rows.map((r) => ({ realmId: r.realm_id, seq: r.lease_seq }));
 }

@@ -180,8 +180,9 @@ export const leasesTable = new Table(
     last_result: { type: 'jsonb' },
     last_success_at: timestamptz,
   },
-  // New realms are added with ON CONFLICT (realm_id) DO NOTHING.
-  [{ columns: ['realm_id'], unique: true }, { columns: ['claimed_at'] }],
+  // New realms are added with ON CONFLICT (realm_id) DO NOTHING; claims read due realms in
+  // (claimed_at, realm_id) order and stop at their batch.
+  [{ columns: ['realm_id'], unique: true }, { columns: ['claimed_at', 'realm_id'] }],
 );
 
 /** Alert notifications waiting for (or done with) delivery, one row per transition. */
