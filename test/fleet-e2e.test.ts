@@ -40,8 +40,8 @@ describe('three daemons, 300 realms, a 2-second schedule', () => {
     fx = await realmsFixture(REALMS);
     hook = await alertReceiver();
     fleet = Array.from({ length: 3 }, () => {
-      // Cycles short against the period even on a busy machine: a realm is due again ¾ of a period
-      // after its last probe, so cycles whose length swings by more than ¼ of a period would let a
+      // Cycles short against the period even on a busy machine: a realm is due again half a period
+      // after its last probe, so cycles whose length swings by more than half a period would let a
       // realm probed late in one miss the next (probed once in two periods, as designed).
       // A realm counts as stalled 3 ticks after its last result, each once its probes' deadline has
       // passed: with a 10 s deadline, later than the takeover of a dead member's realms (TTL + a period).
@@ -59,6 +59,13 @@ describe('three daemons, 300 realms, a 2-second schedule', () => {
 
   it('over 10 periods every realm has 10 ± 1 results, none two within half a period, none probed by two members at once', async () => {
     await until('a result for every realm', async () => Number((await query('SELECT count(DISTINCT realm_id) AS n FROM quickbooks_connection_health')).rows[0]?.n) === REALMS, 30_000, 200);
+    // The window starts once the fleet runs steadily: each member's last two cycles shorter than
+    // half a period (the first cycles, every realm's first probe on a cold start, are slower).
+    const steady = (m: Member): boolean => {
+      const last = m.d.events('scheduler.cycle_completed').slice(-2);
+      return last.length === 2 && last.every((l) => Number(l.durationMs) < PERIOD_MS / 2);
+    };
+    await until('every member cycling within half a period', async () => fleet.every(steady), 60_000, 100);
     // Ten periods from the middle of one (the ticks are at even seconds), so no period is cut in two.
     const from = Math.ceil(Date.now() / PERIOD_MS) * PERIOD_MS + PERIOD_MS / 2;
     const to = from + 10 * PERIOD_MS;

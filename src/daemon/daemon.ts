@@ -46,8 +46,12 @@ const DB_CHECK_INTERVAL_MS = 5000;
 const HEARTBEAT_MS = 1000;
 /** Delivered notifications are kept this long in the outbox (the daily prune). */
 const OUTBOX_RETENTION_DAYS = 7;
-/** A realm is due again once this share of the schedule period has passed since its probe. */
-const DUE_SHARE = 0.75;
+/**
+ * A realm is due again once this share of the schedule period has passed since its probe: no two
+ * probes of a realm closer than half a period, and a realm probed late in one cycle (up to half a
+ * period after its tick) is still due at the next tick.
+ */
+const DUE_SHARE = 0.5;
 
 export class Daemon {
   readonly state = new HealthState();
