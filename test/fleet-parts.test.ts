@@ -13,7 +13,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config.js';
 import { insertNotification } from '../src/db/alert-queries.js';
-import { claimRealms, finishLeases, syncLeases } from '../src/db/fleet-queries.js';
+import { claimRealms, finishLeases, heartbeat, syncLeases } from '../src/db/fleet-queries.js';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { WebhookNotifier } from '../src/escalate/notifier.js';
 import { OutboxDeliverer } from '../src/escalate/outbox.js';
@@ -79,9 +79,33 @@ describe('realm leases', () => {
     expect((await claimRealms(pool, 'e#5', { ...opts, force: true })).length).toBe(7);
   });
 
+  it('a heartbeat and the ends of leases, on two connections at once and in any order, never deadlock; only the leases being worked on are renewed', async () => {
+    const realms = Array.from({ length: 400 }, (_, i) => String(7_200_000_000 + i));
+    await addRealms(realms);
+    const leases = await claimRealms(pool, 'busy#1', { limit: 400, dueAfterMs: 0, leaseMs: 60_000, force: true });
+    expect(leases.length).toBeGreaterThanOrEqual(400);
+    const mine = leases.filter((l) => l.realmId.startsWith('72'));
+    const shuffled = [...mine].sort(() => Math.random() - 0.5);
+    const beats = (async () => {
+      for (let i = 0; i < 30; i++) await heartbeat(pool, 'busy#1', 60_000, mine.map((l) => l.realmId));
+    })();
+    const ends = (async () => {
+      for (let i = 0; i < shuffled.length; i += 20) await finishLeases(pool, 'busy#1', shuffled.slice(i, i + 20).map((lease) => ({ lease, connected: true, result: {} })));
+    })();
+    await Promise.all([beats, ends]);
+    // A lease held but no longer worked on is not renewed: it runs out.
+    const [kept] = await claimRealms(pool, 'busy#1', { limit: 1, dueAfterMs: 0, leaseMs: 60_000, force: true });
+    await db.query(`UPDATE quickbooks_realm_leases SET lease_until = now() + interval '5 seconds' WHERE realm_id = '${kept!.realmId}'`);
+    await heartbeat(pool, 'busy#1', 60_000, []);
+    const { rows } = await db.query(`SELECT lease_until < now() + interval '10 seconds' AS short FROM quickbooks_realm_leases WHERE realm_id = '${kept!.realmId}'`);
+    expect(rows[0]).toEqual({ short: true });
+  });
+
   it("a lease taken over after it expired fences the first holder out: its finish is refused, the new holder's counts", async () => {
     const realm = '7100000000';
     await addRealms([realm]);
+    // The earlier tests' realms are free too: out of the way, so that claims find this one.
+    await db.query(`UPDATE quickbooks_oauth_tokens SET status = 'disconnected' WHERE realm_id <> '${realm}'`);
     const [old] = await claimRealms(pool, 'slow#1', { limit: 1, dueAfterMs: 0, leaseMs: 1 });
     expect(old?.realmId).toBe(realm);
     // The lease (1 ms) expires: another member takes the realm, on the database's clock.

@@ -156,6 +156,7 @@ export class Daemon {
       log,
       { instanceId: memberId, batch: config.probeConcurrency, dueAfterMs: Math.round(periodMs * DUE_SHARE), leaseMs: config.fleetMemberTtlMs },
     );
+    this.membership.probing = () => this.cycleRunner.probing();
     this.scheduler = new Scheduler(config.probeSchedule, this.state, (outcome) => this.metrics.ticks.inc({ outcome }), log, {
       cycle: () => this.runTick(false),
       prune: () => this.prune(),

@@ -43,15 +43,19 @@ export async function memberById(db: Queryable, instanceId: string): Promise<Mem
 }
 
 /**
- * The heartbeat: the member's row and every lease it holds are renewed for `ttlMs`. `registered`
- * false means the row is gone (retired while this member was stopped): the caller registers again.
+ * The heartbeat: the member's row, and the leases of the realms it is probing now (`realms`), are
+ * renewed for `ttlMs`. A lease it no longer works on (a probe whose end could not be written) is
+ * not renewed: it expires and the realm goes to whoever claims it next. Rows are locked in
+ * realm_id order, as finishLeases locks them, so the two never deadlock. `registered` false means
+ * the member's row is gone (retired while this member was stopped): the caller registers again.
  */
-export async function heartbeat(db: Queryable, instanceId: string, ttlMs: number): Promise<{ registered: boolean; held: number; now: Date }> {
+export async function heartbeat(db: Queryable, instanceId: string, ttlMs: number, realms: readonly string[] = []): Promise<{ registered: boolean; held: number; now: Date }> {
   const { rows } = await db.query<{ registered: string; held: string; db_now: Date }>(
     `WITH m AS (UPDATE ${M.name} SET heartbeat_at = now() WHERE instance_id = $1 RETURNING 1),
-          l AS (UPDATE ${L.name} SET lease_until = now() + ${ms('$2')} WHERE holder = $1 AND lease_until > now() RETURNING 1)
+          locked AS (SELECT realm_id FROM ${L.name} WHERE holder = $1 AND realm_id = ANY($3::text[]) AND lease_until > now() ORDER BY realm_id FOR UPDATE),
+          l AS (UPDATE ${L.name} x SET lease_until = now() + ${ms('$2')} FROM locked WHERE x.realm_id = locked.realm_id RETURNING 1)
      SELECT (SELECT count(*) FROM m) AS registered, (SELECT count(*) FROM l) AS held, clock_timestamp() AS db_now`,
-    [instanceId, ttlMs],
+    [instanceId, ttlMs, realms],
   );
   return { registered: Number(rows[0]?.registered ?? 0) > 0, held: Number(rows[0]?.held ?? 0), now: rows[0]?.db_now ?? new Date() };
 }
@@ -175,11 +179,14 @@ export interface FinishedProbe {
  */
 export async function finishLeases(db: Queryable, instanceId: string, probes: readonly FinishedProbe[]): Promise<Set<string>> {
   if (probes.length === 0) return new Set();
+  // Rows locked in realm_id order, as the heartbeat locks them: the two never deadlock.
   const { rows } = await db.query<{ realm_id: string }>(
-    `UPDATE ${L.name} l SET holder = NULL, lease_until = NULL, probed_at = now(), probed_by = $1, last_result = f.result,
+    `WITH f AS (SELECT * FROM unnest($2::text[], $3::bigint[], $4::boolean[], $5::jsonb[]) AS f(realm_id, seq, connected, result)),
+          locked AS (SELECT x.realm_id FROM ${L.name} x JOIN f ON f.realm_id = x.realm_id WHERE x.holder = $1 AND x.lease_seq = f.seq ORDER BY x.realm_id FOR UPDATE OF x)
+     UPDATE ${L.name} l SET holder = NULL, lease_until = NULL, probed_at = now(), probed_by = $1, last_result = f.result,
             last_success_at = CASE WHEN f.connected THEN now() ELSE l.last_success_at END
-       FROM unnest($2::text[], $3::bigint[], $4::boolean[], $5::jsonb[]) AS f(realm_id, seq, connected, result)
-      WHERE l.realm_id = f.realm_id AND l.holder = $1 AND l.lease_seq = f.seq
+       FROM f JOIN locked ON locked.realm_id = f.realm_id
+      WHERE l.realm_id = f.realm_id
      RETURNING l.realm_id`,
     [instanceId, probes.map((p) => p.lease.realmId), probes.map((p) => p.lease.seq), probes.map((p) => p.connected), probes.map((p) => JSON.stringify(p.result))],
   );

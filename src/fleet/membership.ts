@@ -139,7 +139,7 @@ export class Membership {
     if (!this.joined) return false;
     try {
       const sentAt = Date.now();
-      const { registered, now: dbNow } = await heartbeat(this.pool, this.opts.instanceId, this.opts.ttlMs);
+      const { registered, now: dbNow } = await heartbeat(this.pool, this.opts.instanceId, this.opts.ttlMs, this.probing());
       this.noteClock(dbNow, sentAt, Date.now());
       if (!registered) {
         // Retired while this process was stopped (SIGSTOP, a VM paused): it joins again.
@@ -220,6 +220,9 @@ export class Membership {
    * more than CLOCK_SKEW_WARN_MS off is logged (`fleet.clock_skew`) once a minute.
    */
   clockOffsetMs = 0;
+
+  /** The realms whose leases this member is working on now (the probe cycle's), renewed by each heartbeat. */
+  probing: () => readonly string[] = () => [];
 
   private noteClock(dbNow: Date, sentAt: number, answeredAt: number): void {
     // A slow round trip says little about the offset: only quick ones are used.

@@ -69,6 +69,14 @@ export class ProbeCycle {
     };
   }
 
+  /** Realms claimed and not yet ended: the leases the heartbeat renews. */
+  private readonly working = new Set<string>();
+
+  /** The realms whose leases this member is working on now. */
+  probing(): string[] {
+    return [...this.working];
+  }
+
   /** Realms this member keeps probing while PostgreSQL is away. */
   held(): readonly string[] {
     return this.lastHeld;
@@ -118,7 +126,12 @@ export class ProbeCycle {
         if (this.hooks.shuttingDown() || recordFailure) return;
         const lease = await queue.next();
         if (!lease) return;
-        await handle(lease.realmId, lease);
+        this.working.add(lease.realmId);
+        try {
+          await handle(lease.realmId, lease);
+        } finally {
+          this.working.delete(lease.realmId);
+        }
       }
     };
 
