@@ -150,6 +150,7 @@ export class Daemon {
         },
         forget: (realmId) => this.forgetRealm(realmId),
         knownRealms: () => [...this.state.expected.keys()],
+        lastProbedHere: () => [...this.state.realms.values()].filter((r) => r.probedBy === memberId),
         databaseFailed: (err) => this.noteDbOutcome(describeDbFailure(err, 'read')),
         shuttingDown: () => this.state.shuttingDown,
       },

@@ -6,12 +6,11 @@
  * only when every result is in the database or the spool, and the first failure to record (fatal:
  * neither could take it) stops the cycle and is rethrown.
  *
- * When PostgreSQL cannot be asked for work, no coordination is possible: this member probes the
- * realms it held in its last coordinated cycle, so that their results are spooled and the database
- * alert is raised, and coordination resumes once PostgreSQL answers. The members' last cycles
- * shared the realms out, so each realm stays probed once a period. A cycle that held none (the
- * others were quicker) keeps none: that member probes nothing meanwhile, rather than every realm
- * again. Only a member that has not completed a coordinated cycle yet probes every realm it knows of.
+ * When PostgreSQL cannot be asked for work, no coordination is possible: this member probes its
+ * share, the realms it claimed in its last coordinated cycle and those it probed that were not due
+ * again by that cycle's end, so that their results are spooled and the database alert is raised,
+ * and coordination resumes once PostgreSQL answers. The members' shares cover every realm once a
+ * period. Only a member that has not completed a coordinated cycle yet probes every realm it knows of.
  */
 import { isDatabaseUnavailable, isSchemaGap, isSqlError } from '../db/pool.js';
 import type { Lease } from '../db/fleet-queries.js';
@@ -28,6 +27,8 @@ export interface CycleHooks {
   record(result: ProbeResult): Promise<void>;
   /** Every realm this member knows to be monitored (the fleet's last view), for probing without coordination before its first coordinated cycle. */
   knownRealms(): string[];
+  /** The realms whose last result (in the fleet's view as this member last read it) it took itself, and when it got each (this host's clock). */
+  lastProbedHere(): Array<{ readonly realmId: string; readonly observedAt: number }>;
   /** A realm disconnected while it was probed. */
   forget(realmId: string): void;
   /** A database failure while coordinating (claiming, ending leases): counted towards the database alert. */
@@ -47,10 +48,10 @@ export interface CycleSummary {
 }
 
 export class ProbeCycle {
-  /** The realms this member probed in its last coordinated cycle: what it keeps probing while PostgreSQL is away. */
+  /** The realms this member claimed in its last coordinated cycle. */
   private lastHeld: string[] = [];
-  /** Whether a coordinated cycle has completed (lastHeld says what this member's share is). */
-  private coordinated = false;
+  /** When (this host's clock) its last coordinated cycle's final claim found nothing more due; undefined before the first. */
+  private lastCycleEnd: number | undefined;
   private readonly finisher: LeaseFinisher;
   private readonly repeats = new RepeatLimiter();
 
@@ -77,10 +78,6 @@ export class ProbeCycle {
     return [...this.working];
   }
 
-  /** Realms this member keeps probing while PostgreSQL is away. */
-  held(): readonly string[] {
-    return this.lastHeld;
-  }
 
   async run(force = false): Promise<CycleSummary> {
     const queue = new ClaimQueue(this.pool, this.opts, force);
@@ -144,7 +141,7 @@ export class ProbeCycle {
       if (failed) throw failed.reason;
       this.repeats.clear('claim');
       this.lastHeld = queue.claimed.map((l) => l.realmId);
-      this.coordinated = true;
+      this.lastCycleEnd = Date.now();
     } catch (err) {
       // Any refusal of PostgreSQL's (unreachable, read-only, a missing table, a timeout) ends coordination for this cycle.
       if (!isDatabaseUnavailable(err) && !isSchemaGap(err) && !isSqlError(err)) throw err;
@@ -157,7 +154,14 @@ export class ProbeCycle {
       uncoordinated = true;
       const started = new Set(queue.claimed.map((l) => l.realmId));
       // A member that has never coordinated (it has just started) probes every realm it knows of.
-      const held = this.coordinated ? this.lastHeld : this.hooks.knownRealms();
+      // Its share: what it claimed in its last coordinated cycle, and the realms it probed itself
+      // that were not due yet when that cycle's last claim came back empty (probed late in the
+      // cycle before: nobody claimed them since, and nobody will probe them while PostgreSQL is away).
+      const end = this.lastCycleEnd;
+      const held =
+        end === undefined
+          ? this.hooks.knownRealms()
+          : [...new Set([...this.lastHeld, ...this.hooks.lastProbedHere().filter((r) => r.observedAt > end - this.opts.dueAfterMs).map((r) => r.realmId)])];
       const rest = held.filter((id) => !started.has(id));
       const admitted = this.repeats.admit('claim');
       if (admitted) {

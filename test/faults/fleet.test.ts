@@ -242,7 +242,7 @@ describe('PostgreSQL restarted under three members (a server of its own)', () =>
 });
 
 describe('PostgreSQL away: what a member probes without coordination (the probe cycle against a real database)', () => {
-  it('the realms of its last coordinated cycle; none when that cycle held none (the others were quicker); every realm it knows of before its first', async () => {
+  it('its share: the realms of its last coordinated cycle and those it probed that were not due again; none when it took none (the others were quicker); every realm it knows of before its first coordinated cycle', async () => {
     const db = await migratedDatabase();
     const pool = createPool({ databaseUrl: db.url, applicationName: 'test', max: 4 }, quiet);
     try {
@@ -261,7 +261,17 @@ describe('PostgreSQL away: what a member probes without coordination (the probe 
             return { result: { probeId: randomUUID(), realmId, checkedAt: new Date(), connected: true, status: 'pass', errorCode: 'ok', error: undefined, httpStatus: 200, latencyMs: 1, intuitTid: undefined, refreshTokenExpiresAt: undefined, companyName: undefined } };
           },
         } as unknown as Prober;
-        const hooks: CycleHooks = { observe: () => undefined, record: async () => undefined, knownRealms: () => realms, forget: () => undefined, databaseFailed: () => undefined, shuttingDown: () => false };
+        // The realms whose last result this member took (the daemon reads them from the fleet's view).
+        const mine = new Map<string, number>();
+        const hooks: CycleHooks = {
+          observe: (o) => void mine.set(o.result.realmId, Date.now()),
+          record: async () => undefined,
+          knownRealms: () => realms,
+          lastProbedHere: () => [...mine].map(([realmId, observedAt]) => ({ realmId, observedAt })),
+          forget: () => undefined,
+          databaseFailed: () => undefined,
+          shuttingDown: () => false,
+        };
         return { cycle: new ProbeCycle(flaky, prober, hooks, quiet, { instanceId: id, batch: 2, dueAfterMs: 60_000, leaseMs: 5000 }), probed };
       };
       const [a, b, fresh] = [member('a#1'), member('b#2'), member('c#3')];
