@@ -115,7 +115,8 @@ describe('two PM2 cluster workers (the ecosystem file as shipped): one fleet on 
     await eventually(async () => expect(new Set(hook.bodies.filter((b) => b.event === 'alert.raised').map((b) => b.realmId)).size).toBe(3), 20_000);
 
     // The load balancer's view during the reload: one poll every 20 ms on the shared port.
-    const poller = pollStatuses(`http://127.0.0.1:${port}/health/ready`);
+    // Each poll on a connection of its own, as load balancers check (HAProxy's default).
+    const poller = pollStatuses(`http://127.0.0.1:${port}/health/ready`, { newConnection: true });
     const reloadFrom = new Date();
     try {
       await pm2c('reload', 'qbo-health-monitor');
