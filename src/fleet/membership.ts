@@ -12,6 +12,7 @@ import type { FleetStatus } from '../health/state.js';
 import type { Pool } from '../db/pool.js';
 import { ExitCode, OperatorError } from '../errors.js';
 import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
+import { pidAlive } from '../recorder/spool.js';
 
 /**
  * A member is one process: `<FLEET_INSTANCE_ID>#<pid>`. The instance id names the slot it fills
@@ -29,15 +30,6 @@ export function slotOf(memberId: string): string {
   return at < 0 ? memberId : memberId.slice(0, at);
 }
 
-/** Whether a process with this pid runs on this host (EPERM: it does, as another user). */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Another daemon running on this host under the same FLEET_INSTANCE_ID (a copied configuration): its
@@ -254,7 +246,7 @@ export class Membership {
     // Under PM2 cluster mode a reload overlaps a worker and its successor in one slot.
     if (cluster.isWorker) return;
     const other = members.find(
-      (m) => m.instanceId !== this.opts.instanceId && slotOf(m.instanceId) === slot && m.host === host && m.heartbeatAgeMs < this.opts.ttlMs && m.pid !== process.pid && processAlive(m.pid),
+      (m) => m.instanceId !== this.opts.instanceId && slotOf(m.instanceId) === slot && m.host === host && m.heartbeatAgeMs < this.opts.ttlMs && m.pid !== process.pid && pidAlive(m.pid),
     );
     if (other) throw new DuplicateInstanceError(slot, other);
   }
