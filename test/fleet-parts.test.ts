@@ -19,7 +19,7 @@ import { WebhookNotifier } from '../src/escalate/notifier.js';
 import { OutboxDeliverer } from '../src/escalate/outbox.js';
 import type { AlertNotification } from '../src/alert.js';
 import { DeadMansSwitch } from '../src/fleet/dead-mans-switch.js';
-import { Membership } from '../src/fleet/membership.js';
+import { ClockOffset, Membership } from '../src/fleet/membership.js';
 import { instanceSpoolDir, Spool } from '../src/recorder/spool.js';
 import type { TestDatabase } from './support/db.js';
 import { captureLog } from './support/log.js';
@@ -155,6 +155,25 @@ describe('membership', () => {
     await expect(membership.join(undefined)).rejects.toMatchObject({ exitCode: 78, message: expect.stringContaining('another daemon is running as FLEET_INSTANCE_ID "shared-id" (pid') });
     const { rows } = await db.query('SELECT host FROM quickbooks_monitor_members WHERE instance_id = $1', [id]);
     expect(rows).toEqual([{ host: 'container-b' }]);
+  });
+});
+
+describe("the database's clock as a member estimates it", () => {
+  it('keeps to where the round trips agree: slow ones (a loaded host, a heartbeat waiting on a lock) do not move it; a stepped clock is followed at once', () => {
+    const clock = new ClockOffset();
+    // The database's clock is 250 ms ahead of this host's; quick round trips of 2 ms.
+    clock.sample(1_000_250 + 1, 1_000_000, 1_000_002);
+    clock.sample(1_005_250 + 1, 1_005_000, 1_005_002);
+    expect(Math.abs(clock.offsetMs - 250)).toBeLessThanOrEqual(1);
+    // A round trip of 900 ms whose clock reading came right at its start: the middle of it would say 250 - 450.
+    clock.sample(1_010_250, 1_010_000, 1_010_900);
+    expect(Math.abs(clock.offsetMs - 250)).toBeLessThanOrEqual(1);
+    // And one whose reading came at its end.
+    clock.sample(1_015_250 + 900, 1_015_000, 1_015_900);
+    expect(Math.abs(clock.offsetMs - 250)).toBeLessThanOrEqual(1);
+    // This host's clock stepped back 30 s (NTP): the offset follows from the next round trip on.
+    clock.sample(1_020_250 + 30_000 + 1, 1_020_000, 1_020_002);
+    expect(Math.abs(clock.offsetMs - 30_250)).toBeLessThanOrEqual(1);
   });
 });
 

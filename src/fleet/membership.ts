@@ -51,6 +51,37 @@ export class DuplicateInstanceError extends OperatorError {
 /** A host clock this far from the database's is logged (`fleet.clock_skew`). */
 export const CLOCK_SKEW_WARN_MS = 2000;
 
+/**
+ * The offset of the database's clock from this host's, from round trips that read the database's
+ * clock_timestamp(): each one says the offset lies within [db - answeredAt, db - sentAt] (the
+ * database read its clock between sending and answering), an interval as wide as the round trip.
+ * The estimate is the middle of where the last SAMPLES intervals overlap, so one slow round trip
+ * (a loaded host, a heartbeat waiting on a row lock) does not move it. Intervals that do not overlap
+ * mean a clock was stepped (NTP): the older ones are dropped.
+ */
+export class ClockOffset {
+  static readonly SAMPLES = 8;
+  private intervals: Array<{ readonly low: number; readonly high: number }> = [];
+  offsetMs = 0;
+
+  sample(dbAt: number, sentAt: number, answeredAt: number): void {
+    const next = { low: dbAt - answeredAt, high: dbAt - sentAt };
+    this.intervals = [...this.intervals, next].slice(-ClockOffset.SAMPLES);
+    // The newest interval first; older ones narrow it while they overlap what is left.
+    let { low, high } = next;
+    for (let i = this.intervals.length - 2; i >= 0; i--) {
+      const older = this.intervals[i] as { low: number; high: number };
+      if (older.high < low || older.low > high) {
+        this.intervals = this.intervals.slice(i + 1);
+        break;
+      }
+      low = Math.max(low, older.low);
+      high = Math.min(high, older.high);
+    }
+    this.offsetMs = (low + high) / 2;
+  }
+}
+
 export interface MembershipOptions {
   /** This process's member id (memberIdOf). */
   readonly instanceId: string;
@@ -206,20 +237,22 @@ export class Membership {
   }
 
   /**
-   * How far this host's clock is behind the database's, measured at each heartbeat (the database's
-   * clock_timestamp() against the middle of the round trip). Results are stamped on the
-   * database's clock with it, so a member whose clock is off does not write history out of order;
-   * more than CLOCK_SKEW_WARN_MS off is logged (`fleet.clock_skew`) once a minute.
+   * How far this host's clock is behind the database's (ClockOffset), measured at each heartbeat.
+   * Results are stamped on the database's clock with it, so a member whose clock is off does not
+   * write history out of order; more than CLOCK_SKEW_WARN_MS off is logged (`fleet.clock_skew`)
+   * once a minute.
    */
-  clockOffsetMs = 0;
+  private readonly clock = new ClockOffset();
+
+  get clockOffsetMs(): number {
+    return this.clock.offsetMs;
+  }
 
   /** The realms whose leases this member is working on now (the probe cycle's), renewed by each heartbeat. */
   probing: () => readonly string[] = () => [];
 
   private noteClock(dbNow: Date, sentAt: number, answeredAt: number): void {
-    // A slow round trip says little about the offset: only quick ones are used.
-    if (answeredAt - sentAt > 1000) return;
-    this.clockOffsetMs = dbNow.getTime() - (sentAt + answeredAt) / 2;
+    this.clock.sample(dbNow.getTime(), sentAt, answeredAt);
     if (Math.abs(this.clockOffsetMs) <= CLOCK_SKEW_WARN_MS) {
       this.repeats.clear('clock');
       return;
