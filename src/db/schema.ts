@@ -207,5 +207,54 @@ export const outboxTable = new Table(
   [{ columns: ['notification_id'], unique: true }],
 );
 
+/**
+ * The history of alert transitions (raised, repeated, resolved), one row each, written in the
+ * transaction that changed the alert state (db/incident-queries.ts). An incident is one
+ * (realm_id, kind, since); `notification_id` is the outbox row it made, NULL when none was sent
+ * (`silenced`: held back by the silence `silence_id`).
+ */
+export const alertEventsTable = new Table(
+  'quickbooks_alert_events',
+  {
+    id: { type: 'bigint', notNull: true, default: 'identity' },
+    realm_id: { type: 'text', notNull: true },
+    kind: { type: 'text', notNull: true },
+    event: { type: 'text', notNull: true },
+    severity: { type: 'text', notNull: true },
+    since: timestamptzNotNull,
+    at: timestamptzNow,
+    consecutive_failures: { type: 'integer', notNull: true },
+    summary: { type: 'text', notNull: true },
+    last_error: { type: 'text' },
+    error_code: { type: 'text' },
+    intuit_tid: { type: 'text' },
+    reason: { type: 'text' },
+    notification_id: { type: 'uuid' },
+    silenced: { type: 'boolean', notNull: true, default: 'false' },
+    silence_id: { type: 'bigint' },
+    instance: { type: 'text', notNull: true },
+  },
+  // Incidents are read by (realm_id, kind, since); the prune and the dashboard's window by `at`.
+  [{ columns: ['id'], unique: true }, { columns: ['realm_id', 'kind', 'since'] }, { columns: ['at'] }],
+);
+
+/** Silences (maintenance windows): a realm, a kind, or both; ended early by removed_at (db/silence-queries.ts). */
+export const silencesTable = new Table(
+  'quickbooks_alert_silences',
+  {
+    id: { type: 'bigint', notNull: true, default: 'identity' },
+    realm_id: { type: 'text' },
+    kind: { type: 'text' },
+    starts_at: timestamptzNow,
+    ends_at: timestamptzNotNull,
+    reason: { type: 'text', notNull: true },
+    created_by: { type: 'text', notNull: true },
+    created_at: timestamptzNow,
+    removed_at: timestamptz,
+    removed_by: { type: 'text' },
+  },
+  [{ columns: ['id'], unique: true }, { columns: ['ends_at'] }],
+);
+
 /** Every table the code uses; `check-schema` verifies exactly these. */
-export const SCHEMA: readonly TableSpec[] = [migrationsTable, healthTable, tokensTable, alertsTable, membersTable, leasesTable, outboxTable];
+export const SCHEMA: readonly TableSpec[] = [migrationsTable, healthTable, tokensTable, alertsTable, membersTable, leasesTable, outboxTable, alertEventsTable, silencesTable];
