@@ -99,6 +99,8 @@ export const LogEvent = {
   fleetClockSkew: 'fleet.clock_skew',
   /** HEARTBEAT_URL (the external dead-man's switch) could not be pinged. */
   heartbeatUrlFailed: 'heartbeat_url.failed',
+  /** The dashboard's sign-in form was given a wrong HEALTH_TOKEN, or posted from another origin. */
+  dashboardLoginRefused: 'dashboard.login_refused',
 } as const;
 
 export const REDACTED = '[redacted]';

@@ -323,19 +323,29 @@ export async function loadStatus(db: Queryable, q: StatusQuery): Promise<StatusR
   };
 }
 
-/** loadStatus on one read-only snapshot, so the figures agree with each other while probes are written. */
-export function loadStatusSnapshot(pool: Pool, q: StatusQuery): Promise<StatusReport> {
+/** `reads` on one read-only snapshot, so the figures agree with each other while probes are written. */
+export function readSnapshot<T>(pool: Pool, reads: (db: Queryable) => Promise<T>): Promise<T> {
   return withClient(pool, (client) =>
     inTransaction(client, async () => {
       await client.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      return loadStatus(client, q);
+      return reads(client);
     }),
   );
+}
+
+/** loadStatus on one read-only snapshot. */
+export function loadStatusSnapshot(pool: Pool, q: StatusQuery): Promise<StatusReport> {
+  return readSnapshot(pool, (db) => loadStatus(db, q));
 }
 
 /** Where `GET /status` reads its reports from; closed with the health server. */
 export interface StatusSource {
   load(q: StatusQuery): Promise<StatusReport>;
+  /**
+   * Runs other read-only reads (the dashboard's, db/dashboard-reads.ts) on the same bounded
+   * connections and one snapshot; absent where a source has no database behind it.
+   */
+  read?<T>(reads: (db: Queryable) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -380,6 +390,11 @@ export class StatusReader implements StatusSource {
 
   load(q: StatusQuery): Promise<StatusReport> {
     return loadStatusSnapshot(this.pool, { ...q, fleetMemberTtlMs: q.fleetMemberTtlMs ?? this.fleetMemberTtlMs });
+  }
+
+  /** `reads` on one read-only snapshot of this reader's pool, so its figures agree and its load stays bounded. */
+  read<T>(reads: (db: Queryable) => Promise<T>): Promise<T> {
+    return readSnapshot(this.pool, reads);
   }
 
   /** Safe to call twice (a failed start and a stop both close the server). */

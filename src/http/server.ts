@@ -17,6 +17,7 @@ import type { ProbeResult } from '../probe-result.js';
 import { ErrorCode } from '../quickbooks/outcome.js';
 import type { Metrics } from './metrics.js';
 import { parseSince, type StatusSource } from '../db/status.js';
+import { DashboardRoutes } from './dashboard.js';
 
 type Status = 'pass' | 'warn' | 'fail';
 
@@ -373,6 +374,8 @@ export class HealthServer {
   private readonly server: Server;
   private readonly token: Buffer | undefined;
   private readonly document: HealthDocument;
+  /** `GET /` and `/dashboard/*` (http/dashboard.ts). */
+  private readonly dashboard: DashboardRoutes;
   private healthCache: { at: number; status: Status; full: Buffer; brief: Buffer } | undefined;
   private readonly statusCache = new Map<string, { at: number; body: Promise<string> }>();
   private statusLoads = 0;
@@ -392,6 +395,7 @@ export class HealthServer {
     private readonly log: Logger,
   ) {
     this.document = new HealthDocument(opts);
+    this.dashboard = new DashboardRoutes(state, opts, log);
     this.token = opts.healthToken === undefined ? undefined : Buffer.from(`Bearer ${opts.healthToken}`);
     this.server = createServer((req, res) => {
       // While stopping, every answer ends its connection: the client's next request opens a new
@@ -571,7 +575,9 @@ export class HealthServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? '/').split('?')[0];
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    // The dashboard answers its own methods (its sign-in form posts).
+    if (await this.dashboard.serve(req, res, path)) return;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       return send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n', { allow: 'GET, HEAD' });
     }
