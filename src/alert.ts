@@ -34,6 +34,26 @@ export interface AlertNotification {
 }
 
 export type AlertKind = AlertNotification['kind'];
+
+/** Every alert kind, in the order the contract lists them (what `qbhealth silence --kind` accepts). */
+export const ALERT_KINDS = [
+  'quickbooks_api',
+  'quickbooks_auth',
+  'database',
+  'schema',
+  'refresh_token_expiry',
+  'quickbooks_throttled',
+  'monitor_stalled',
+  'monitor_instance_down',
+] as const satisfies readonly AlertKind[];
+
+// A kind added to AlertNotification and not to ALERT_KINDS fails to compile here.
+const everyKindListed: Exclude<AlertKind, (typeof ALERT_KINDS)[number]> extends never ? true : never = true;
+void everyKindListed;
+
+export function isAlertKind(text: string): text is AlertKind {
+  return (ALERT_KINDS as readonly string[]).includes(text);
+}
 export type Severity = AlertNotification['severity'];
 export type AlertEvent = AlertNotification['event'];
 
@@ -82,5 +102,7 @@ export interface AlertState {
   intuitTid: string | undefined;
   /** Who the alert is about, e.g. "realm 9130357766 (Acme Ltd)" (memory only; the realm id otherwise). */
   subject?: string | undefined;
+  /** The error_code of the last failure, where the failure had one (memory only; kept in the alert's history). */
+  errorCode?: string | undefined;
 }
 

@@ -66,6 +66,16 @@ export const LogEvent = {
   /** At start, open alerts restored from quickbooks_alert_state (not raised again). */
   alertsRestored: 'alerts.restored',
   historyPruneFailed: 'history.prune_failed',
+  /** `qbhealth silence` created a silence (maintenance window); `by` is the OS user who ran it. */
+  silenceCreated: 'silence.created',
+  /** `qbhealth silence --remove` ended a silence early; `by` is the OS user who ran it. */
+  silenceRemoved: 'silence.removed',
+  /** The OS user running `qbhealth silence` could not be named; the silence records USER (or "unknown") instead. */
+  silenceUserUnknown: 'silence.user_unknown',
+  /** An alert transition held back by a silence: recorded and shown, not notified (`alert` is what it would have been). */
+  alertSilenced: 'alert.silenced',
+  /** The daily prune deleted alert history (events, ended silences) older than its retention. */
+  alertHistoryPruned: 'alert_history.pruned',
   /** A second SIGINT/SIGTERM: the process exits at once without finishing the shutdown. */
   daemonStopForced: 'daemon.stop_forced',
   /** Closing what a failed start had opened failed too (the start failure is reported on its own). */

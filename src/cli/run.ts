@@ -11,6 +11,7 @@ import { fleetCommand } from './fleet-commands.js';
 import { pruneCommand, statusCommand } from './status-commands.js';
 import { simulatorCommand } from './simulator-command.js';
 import { schemaCommand } from './schema-commands.js';
+import { silenceCommand } from './silence-commands.js';
 
 export const COMMANDS: readonly Command[] = [
   statusCommand,
@@ -25,6 +26,7 @@ export const COMMANDS: readonly Command[] = [
   simulatorCommand,
   schemaCommand,
   fleetCommand,
+  silenceCommand,
 ];
 
 export function mainHelp(): string {

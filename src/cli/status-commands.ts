@@ -6,6 +6,7 @@ import { writeLine, type CliIO, type Command } from './command.js';
 import { withDatabase } from './db-commands.js';
 import { memberTtlFromEnv, renderFleetSection } from './fleet-commands.js';
 import { ago } from './format.js';
+import { silenceLines } from './silence-commands.js';
 import { databaseFailure, realmOption, requireRealm } from './qbo-commands.js';
 
 function span(seconds: number): string {
@@ -28,7 +29,8 @@ const expiry = (days: number | null, at: string | null, kind: string): string =>
   days === null || at === null ? `${kind} unknown` : `${days < 0 ? `expired ${-days} days ago` : `${days} days left`} (${kind}, ${at.slice(0, 10)})`;
 
 function alertLine(a: OpenAlert, now: string): string {
-  return `${a.severity.toUpperCase()} ${a.kind} since ${ago(a.since, now)} (${a.consecutiveFailures} failure(s)): ${a.summary}`;
+  const silenced = a.silenced ? ` SILENCED (silence ${a.silenceId ?? '?'}: recorded, not notified)` : '';
+  return `${a.severity.toUpperCase()} ${a.kind} since ${ago(a.since, now)} (${a.consecutiveFailures} failure(s))${silenced}: ${a.summary}`;
 }
 
 function renderRealm(r: RealmStatus, report: StatusReport, window: string): string[] {
@@ -82,6 +84,8 @@ export function renderStatus(report: StatusReport, window: string): string {
   if (report.unattributedProbes > 0) lines.push(`${report.unattributedProbes} probe(s) in the window have no realm_id (written before the upgrade) and are not counted above`);
   lines.push(report.systemAlerts.length === 0 ? 'system alerts: none' : 'system alerts:');
   for (const a of report.systemAlerts) lines.push(`  ${alertLine(a, now)}`);
+  lines.push(report.silences.length === 0 ? 'silences: none active' : 'silences (alerts they cover are recorded, not notified):');
+  if (report.silences.length > 0) lines.push(...silenceLines(report.silences, new Date(now), '  '));
   lines.push('', ...renderFleetSection(report.fleet));
   return lines.join('\n');
 }
@@ -93,7 +97,8 @@ export const statusCommand: Command = {
     'Reads the recorded history (nothing is probed) and shows, per realm: its current state, uptime over the window ' +
     '(pass and throttled probes count as up), p50/p95 latency, the last error with its intuit_tid, the days left on ' +
     'the refresh token (rolling and 5-year hard), open alerts, and a timeline of the window in 48 marks (+ passed, ' +
-    '~ throttled, ! some failed, x all failed, . no probe). Then the fleet: the daemons sharing the database, live or ' +
+    '~ throttled, ! some failed, x all failed, . no probe); alerts a silence covers are marked SILENCED, and the ' +
+    'active silences listed (`qbhealth silence`). Then the fleet: the daemons sharing the database, live or ' +
     'down against FLEET_MEMBER_TTL_MS, as `qbhealth fleet` lists them. Needs only DATABASE_URL. The daemon serves the ' +
     'same JSON at GET /status.',
   options: {

@@ -85,6 +85,21 @@ export async function lockAlertStates(tx: Queryable, subject: string, kinds: rea
   return { now, states: rows.map(stateOf) };
 }
 
+/**
+ * Inside a transaction: those of the open alerts `keys` that no other transaction holds, locked
+ * (SKIP LOCKED: a member releasing a silenced alert never waits, and never doubles, another's work).
+ */
+export async function lockOpenAlertStatesSkipLocked(tx: Queryable, keys: ReadonlyArray<{ realmId: string; kind: string }>): Promise<AlertState[]> {
+  if (keys.length === 0) return [];
+  const { rows } = await tx.query<AlertRow>(
+    `SELECT ${A.columnList(STATE_COLUMNS)} FROM ${A.name}
+      WHERE state = 'open' AND (realm_id, kind) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+      ORDER BY realm_id, kind FOR UPDATE SKIP LOCKED`,
+    [keys.map((k) => k.realmId), keys.map((k) => k.kind)],
+  );
+  return rows.map(stateOf);
+}
+
 const UPSERT_SQL = `${A.insert([...STATE_COLUMNS, 'updated_at'])} ON CONFLICT (realm_id, kind) DO UPDATE SET ${[...STATE_COLUMNS, 'updated_at']
   .filter((c) => c !== 'realm_id' && c !== 'kind')
   .map((c) => `${c} = EXCLUDED.${c}`)

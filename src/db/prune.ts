@@ -4,6 +4,7 @@
  * backlog never holds long locks or one huge transaction.
  */
 import { LogEvent, type Logger } from '../log.js';
+import { pruneAlertHistory } from './incident-queries.js';
 import type { Queryable } from './pool.js';
 import { healthTable as H } from './schema.js';
 
@@ -31,6 +32,8 @@ export async function pruneHistory(db: Queryable, retentionDays: number, log: Lo
     batches++;
     if (n < batchSize) break;
   }
+  // Alert history and silences are kept longer (incident-queries.ts), on the same schedule.
+  await pruneAlertHistory(db, retentionDays, log, { now: opts.now, batchSize });
   log.info({ event: LogEvent.historyPruned, deleted, batches, cutoff, retentionDays }, `pruned ${deleted} health row(s) older than ${retentionDays} days`);
   return { deleted, batches, cutoff };
 }

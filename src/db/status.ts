@@ -8,10 +8,15 @@
  * Uptime counts `pass` and `warn` probes as up: `warn` is a throttled answer (429), where the
  * connection works and Intuit asked us to slow down. Rows adopted from before realm_id existed
  * are counted apart (`unattributedProbes`), since they cannot be assigned to a realm.
+ *
+ * Open alerts that an active silence covers are shown `silenced` (recorded, not notified), and
+ * the active silences are listed.
  */
 import type { Logger } from '../log.js';
 import { alertsTable as A, healthTable as H, tokensTable as T } from './schema.js';
 import { isSystemSubject } from '../alert.js';
+import type { Silence } from '../dashboard-model.js';
+import { listSilences, silenceCovers } from './silence-queries.js';
 import { DEFAULT_FLEET_MEMBER_TTL_MS, loadFleetReport, type FleetReport } from './fleet-report.js';
 import { createPool, inTransaction, withClient, type Pool, type Queryable } from './pool.js';
 
@@ -39,6 +44,10 @@ export interface OpenAlert {
   readonly summary: string;
   readonly lastError: string | null;
   readonly intuitTid: string | null;
+  /** A silence covers it: recorded and shown, not notified. */
+  readonly silenced: boolean;
+  /** The silence that covers it (the one ending last), when silenced. */
+  readonly silenceId: string | null;
 }
 
 export interface Bucket {
@@ -85,6 +94,8 @@ export interface StatusReport {
   readonly realms: RealmStatus[];
   /** Open alerts that concern the whole system (database, schema). */
   readonly systemAlerts: OpenAlert[];
+  /** Silences (maintenance windows) active now, ending soonest first (`qbhealth silence --list`). */
+  readonly silences: Silence[];
   readonly lastProbeAt: string | null;
   readonly unattributedProbes: number;
   /** The daemons sharing the database (`qbhealth fleet --json`), whatever realm the report is narrowed to. */
@@ -221,16 +232,21 @@ function stateOf(connection: string | null, lastStatus: string | null): RealmSta
   return 'unknown';
 }
 
-const alertOf = (r: AlertRow): OpenAlert => ({
-  realmId: isSystemSubject(r.realm_id) ? null : r.realm_id,
-  kind: r.kind,
-  severity: r.severity,
-  since: r.since.toISOString(),
-  consecutiveFailures: r.consecutive_failures,
-  summary: r.summary,
-  lastError: r.last_error,
-  intuitTid: r.intuit_tid,
-});
+const alertOf = (r: AlertRow, silences: readonly Silence[]): OpenAlert => {
+  const silence = silences.filter((s) => silenceCovers(s, r.realm_id, r.kind)).sort((a, b) => b.endsAt.localeCompare(a.endsAt))[0];
+  return {
+    realmId: isSystemSubject(r.realm_id) ? null : r.realm_id,
+    kind: r.kind,
+    severity: r.severity,
+    since: r.since.toISOString(),
+    consecutiveFailures: r.consecutive_failures,
+    summary: r.summary,
+    lastError: r.last_error,
+    intuitTid: r.intuit_tid,
+    silenced: silence !== undefined,
+    silenceId: silence?.id ?? null,
+  };
+};
 
 export async function loadStatus(db: Queryable, q: StatusQuery): Promise<StatusReport> {
   const now = q.now ?? new Date();
@@ -243,6 +259,7 @@ export async function loadStatus(db: Queryable, q: StatusQuery): Promise<StatusR
   const tokens = await db.query<TokenRow>(TOKENS_SQL, [realmParam]);
   const windows = await db.query<WindowRow>(WINDOW_SQL, [q.since, now, realmParam]);
   const alerts = await db.query<AlertRow>(ALERTS_SQL);
+  const silences = await listSilences(db, { now });
   const newest = await db.query<{ newest: Date | null }>(NEWEST_SQL, [now]);
   const fleet = await loadFleetReport(db, q.fleetMemberTtlMs ?? DEFAULT_FLEET_MEMBER_TTL_MS);
 
@@ -256,7 +273,7 @@ export async function loadStatus(db: Queryable, q: StatusQuery): Promise<StatusR
   const bucketsByRealm = new Map<string, BucketRow[]>();
   for (const b of buckets.rows) bucketsByRealm.set(b.realm_id, [...(bucketsByRealm.get(b.realm_id) ?? []), b]);
   const lastByRealm = new Map(lasts.rows.map((l) => [l.realm_id, l]));
-  const openAlerts = alerts.rows.map(alertOf);
+  const openAlerts = alerts.rows.map((r) => alertOf(r, silences));
 
   const realms = realmIds.map((realmId): RealmStatus => {
     const token = tokenByRealm.get(realmId);
@@ -317,6 +334,7 @@ export async function loadStatus(db: Queryable, q: StatusQuery): Promise<StatusR
     timelineLegend: TIMELINE_LEGEND,
     realms,
     systemAlerts: openAlerts.filter((a) => a.realmId === null),
+    silences,
     lastProbeAt: newest.rows[0]?.newest?.toISOString() ?? null,
     unattributedProbes: unattributed,
     fleet,

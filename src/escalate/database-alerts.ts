@@ -7,16 +7,32 @@
  *
  * Database outcomes within one probe cycle (or one check between cycles) count once: the worst
  * one. A schema gap outweighs an unreachable database, and any failure outweighs a success.
+ *
+ * Silences of kind `database` (or `schema`) hold these back too, by the rules of silences.ts, but
+ * from the silences this member last read while PostgreSQL answered (`silences`, kept by the outbox
+ * deliverer's poll), each honoured until it ends. A member that could not read a silence (it
+ * started while PostgreSQL was down, or the silence was created after its last read) sends.
  */
 import { randomUUID } from 'node:crypto';
 import type { DbOutcome } from '../db/failure.js';
 import { LogEvent, type Logger } from '../log.js';
 import type { WebhookNotifier } from './notifier.js';
-import { applyChange, notificationOf, SystemSubject, type AlertKind, type AlertState, type Change, type EscalatorOptions } from './transition.js';
+import { decide, logRecorded, type SilenceLookup } from './silences.js';
+import { applyChange, notificationOf, SystemSubject, type AlertKind, type AlertState, type Change, type EscalatorOptions, type Transition } from './transition.js';
+
+/** An alert's incident so far: what was notified, and whether its last transition waits for its silence to end. */
+interface IncidentMemory {
+  readonly since: number;
+  readonly soFar: { notified: boolean; held: boolean };
+  pending: boolean;
+}
 
 export class DatabaseAlerts {
   private readonly states = new Map<AlertKind, AlertState>();
   private outcome: DbOutcome | undefined;
+  private readonly incidents = new Map<AlertKind, IncidentMemory>();
+  /** Silences as last read from PostgreSQL (the daemon hands over the outbox deliverer's); none while unset. */
+  silences: SilenceLookup | undefined;
 
   constructor(
     private readonly notifier: WebhookNotifier,
@@ -33,6 +49,7 @@ export class DatabaseAlerts {
 
   /** Escalates the worst outcome noted since the last call (once per cycle, or per check between cycles). */
   apply(): void {
+    this.releaseEnded();
     const outcome = this.outcome;
     this.outcome = undefined;
     if (!outcome) return;
@@ -57,12 +74,37 @@ export class DatabaseAlerts {
   }
 
   private change(change: Change): void {
-    const { state, transition } = applyChange(this.states.get(change.kind), SystemSubject.monitor, change, this.now(), this.opts);
+    const now = this.now();
+    const { state, transition } = applyChange(this.states.get(change.kind), SystemSubject.monitor, change, now, this.opts);
     if (state) this.states.set(change.kind, state);
     if (!transition) return;
-    const { text, ...fields } = notificationOf(transition, { notificationId: randomUUID(), instance: this.opts.instanceId, instanceInText: true });
-    if (fields.event === LogEvent.alertResolved) this.log.info(fields, text);
-    else this.log.error(fields, text);
-    this.notifier.send({ ...fields, text });
+    const kind = transition.state.kind;
+    const since = transition.state.since.getTime();
+    let incident = this.incidents.get(kind);
+    if (incident?.since !== since) this.incidents.set(kind, (incident = { since, soFar: { notified: false, held: false }, pending: false }));
+    const d = decide(transition, incident.soFar, this.silences?.covering(SystemSubject.monitor, kind, now), true);
+    incident.pending = d.held && transition.event !== LogEvent.alertResolved;
+    if (transition.event === LogEvent.alertResolved) this.incidents.delete(kind);
+    this.emit({ ...transition, event: d.event }, { held: d.held, silence: d.silence });
+  }
+
+  /** Open alerts a silence held back, notified once no silence covers them. */
+  private releaseEnded(): void {
+    const now = this.now();
+    for (const [kind, incident] of this.incidents) {
+      const s = this.states.get(kind);
+      if (!incident.pending || s?.state !== 'open' || this.silences?.covering(SystemSubject.monitor, kind, now)) continue;
+      s.lastNotifiedAt = now;
+      incident.pending = false;
+      const event = incident.soFar.notified ? 'alert.repeated' : 'alert.raised';
+      incident.soFar.notified = true;
+      this.emit({ state: { ...s }, event }, { held: false, silence: undefined, released: true });
+    }
+  }
+
+  private emit(t: Transition, how: { held: boolean; silence: Parameters<typeof logRecorded>[1]['silence']; released?: boolean }): void {
+    const notification = notificationOf(t, { notificationId: randomUUID(), instance: this.opts.instanceId, instanceInText: true });
+    logRecorded(this.log, { notification, sent: !how.held, ...how });
+    if (!how.held) this.notifier.send(notification);
   }
 }

@@ -1,8 +1,9 @@
 /**
  * The fleet's escalation: alert state per (subject, kind) lives in quickbooks_alert_state and is
  * changed only by a transaction holding the subject's rows FOR UPDATE, on the database's clock;
- * every transition it makes (raised, repeated, resolved) is written to the outbox in that same
- * transaction and delivered by any live member (outbox.ts). Whichever member recorded the probe
+ * every transition it makes (raised, repeated, resolved) is written to the alert history and, unless
+ * a silence holds it back (silences.ts), to the outbox in that same transaction, and delivered by
+ * any live member (outbox.ts). Whichever member recorded the probe
  * escalates it, so three members and one Intuit outage make one `alert.raised` per realm, and a
  * restart neither re-pages nor forgets an open alert.
  *
@@ -12,15 +13,15 @@
  * PostgreSQL cannot take them, changes wait in memory (bounded) and are applied when it is back.
  * A member's own database and schema alerts cannot travel this way: see database-alerts.ts.
  */
-import { randomUUID } from 'node:crypto';
-import { insertNotification, lockAlertStates, openAlertStates, readAlertStates, writeAlertState } from '../db/alert-queries.js';
+import { ALERT_KINDS } from '../alert.js';
+import { lockAlertStates, openAlertStates, readAlertStates, writeAlertState } from '../db/alert-queries.js';
 import { inTransaction, withClient, type Pool } from '../db/pool.js';
 import { forEachLimited } from '../for-each-limited.js';
 import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
+import { logRecorded, recordTransitions } from './silences.js';
 import {
   applyChange,
   isSystemSubject,
-  notificationOf,
   type AlertKind,
   type AlertState,
   type Change,
@@ -30,17 +31,6 @@ import {
 } from './transition.js';
 
 export { isSystemSubject, SystemSubject, type AlertKind, type AlertState, type Failure, type Severity } from './transition.js';
-
-const ALL_KINDS: readonly AlertKind[] = [
-  'quickbooks_api',
-  'quickbooks_auth',
-  'database',
-  'schema',
-  'refresh_token_expiry',
-  'quickbooks_throttled',
-  'monitor_stalled',
-  'monitor_instance_down',
-];
 
 /** Changes kept while PostgreSQL cannot take them; beyond this the oldest are dropped (logged). */
 const MAX_PENDING_CHANGES = 20_000;
@@ -113,7 +103,7 @@ export class Escalator {
    * alerts were open as far as this member knows.
    */
   resolveRealm(subject: string, reason: string): number {
-    for (const kind of ALL_KINDS) this.enqueue(subject, { op: 'resolve', kind, reason });
+    for (const kind of ALERT_KINDS) this.enqueue(subject, { op: 'resolve', kind, reason });
     return [...this.open.values()].filter((s) => s.realmId === subject).length;
   }
 
@@ -212,12 +202,15 @@ export class Escalator {
     this.pendingCount = [...this.pending.values()].reduce((n, c) => n + c.length, 0);
   }
 
-  /** One subject's changes under its row locks; notifications into the outbox in the same transaction. */
+  /**
+   * One subject's changes under its row locks; in the same transaction, each transition's history
+   * row and, unless a silence holds it back, its notification in the outbox (silences.ts).
+   */
   private async applyLocked(subject: string, changes: readonly Change[]): Promise<void> {
     const kinds = [...new Set(changes.map((c) => c.kind))];
     const create = [...new Set(changes.filter((c) => c.op === 'fail').map((c) => c.kind))];
     const after: AlertState[] = [];
-    const notifications = await withClient(this.pool, (client) =>
+    const recorded = await withClient(this.pool, (client) =>
       inTransaction(client, async () => {
         const { now, states } = await lockAlertStates(client, subject, kinds, create);
         // Who the alert is about ("realm 9130357766 (Acme Ltd)") is not stored: named from memory.
@@ -225,21 +218,16 @@ export class Escalator {
         for (const s of states) s.subject ??= label;
         const result = simulate(states, subject, changes, now, this.opts);
         for (const s of result.written) await writeAlertState(client, s, now);
-        const made = result.transitions.map((t) => notificationOf(t, { notificationId: randomUUID(), instance: this.opts.instanceId }));
-        if (this.opts.notify) for (const n of made) await insertNotification(client, n);
         after.push(...result.written);
-        return made;
+        return recordTransitions(client, subject, result.transitions, now, this.opts);
       }),
     );
     for (const s of after) {
       if (s.state === 'open') this.open.set(key(s.realmId, s.kind), s);
       else this.open.delete(key(s.realmId, s.kind));
     }
-    for (const { text, ...fields } of notifications) {
-      if (fields.event === 'alert.resolved') this.log.info(fields, text);
-      else this.log.error(fields, text);
-    }
-    if (notifications.length > 0 && this.opts.notify) this.onNotified();
+    for (const r of recorded) logRecorded(this.log, r);
+    if (recorded.some((r) => r.sent)) this.onNotified();
   }
 }
 

@@ -6,12 +6,15 @@
  * expire and another member delivers; the receiver may then see a notification twice, with the
  * same `notificationId`, and drops the retry. Woken when this member writes a notification, and
  * polled, so that another member's notifications go out even if that member died after its commit.
+ * As it polls it also notifies the alerts a silence held back once no silence covers them
+ * (silences.ts), and keeps the silences it read for this member's own database alerts.
  */
 import { claimNotifications, markDelivered, markUndelivered, type ClaimedNotification } from '../db/alert-queries.js';
 import type { Pool } from '../db/pool.js';
 import { coerceError } from '../errors.js';
 import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
 import type { WebhookNotifier } from './notifier.js';
+import { releaseHeldAlerts, SilenceCache } from './silences.js';
 
 export interface OutboxOptions {
   readonly instanceId: string;
@@ -35,6 +38,10 @@ export class OutboxDeliverer {
   private readonly claimMs: number;
   /** Deliveries made by this member (qbhealth_alert_notifications_total). */
   onDelivered: (n: ClaimedNotification) => void = () => undefined;
+  /** The silences as last read (each poll), for the alerts this member sends directly (database-alerts.ts). */
+  readonly silences = new SilenceCache();
+  /** When held-back alerts were last looked for (once a poll period, not at every wake-up). */
+  private releasedAt = 0;
 
   constructor(
     private readonly pool: Pool,
@@ -93,6 +100,7 @@ export class OutboxDeliverer {
   }
 
   private async run(): Promise<void> {
+    await this.releaseSilenced();
     for (;;) {
       if (this.stopped) return;
       let claimed: ClaimedNotification[];
@@ -111,6 +119,19 @@ export class OutboxDeliverer {
         await this.deliverOne(n);
         this.inHand = this.inHand.filter((x) => x !== n);
       }
+    }
+  }
+
+  /** Held-back alerts whose silence ended go into the outbox, to be claimed next. */
+  private async releaseSilenced(): Promise<void> {
+    if (this.stopped || Date.now() - this.releasedAt < this.pollMs) return;
+    this.releasedAt = Date.now();
+    try {
+      await releaseHeldAlerts(this.pool, this.log, { instanceId: this.opts.instanceId, cache: this.silences });
+      this.repeats.clear('release');
+    } catch (err) {
+      const admitted = this.repeats.admit('release');
+      if (admitted) this.log.warn({ event: LogEvent.dbReadFailed, what: 'alert silences', err, ...admitted }, 'cannot look for silenced alerts whose silence ended; they are notified once PostgreSQL answers (repeats are counted, not logged, for a minute)');
     }
   }
 

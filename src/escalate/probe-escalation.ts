@@ -61,7 +61,7 @@ export function stalledSummary(s: { readonly realmId: string; readonly sinceMs: 
 export function escalateProbeResult(escalator: Pick<Escalator, 'fail' | 'succeed'>, r: ProbeResult, refreshTokenWarnDays: number, now = Date.now()): void {
   const realm = r.realmId;
   const label = realmLabel(realm, r.companyName);
-  const detail = { lastError: r.error, intuitTid: r.intuitTid, subject: label };
+  const detail = { lastError: r.error, intuitTid: r.intuitTid, errorCode: r.errorCode, subject: label };
   if (r.errorCode === ErrorCode.databaseUnavailable) {
     // Reaching here, PostgreSQL answers but not for this realm's tokens (a lock held elsewhere, a
     // statement timeout, a refused COMMIT): a per-realm database alert, after the threshold.

@@ -16,6 +16,8 @@ export interface Failure {
   readonly summary: string;
   readonly lastError?: string | undefined;
   readonly intuitTid?: string | undefined;
+  /** The probe's error_code, kept in the alert's history (the incident's cause). */
+  readonly errorCode?: string | undefined;
   /** Who it is about, named in a resolution's text (the summary names it in the others). */
   readonly subject?: string | undefined;
   /** Raise at the first failure instead of at the threshold. */
@@ -89,6 +91,7 @@ export function applyChange(
   s.consecutiveFailures++;
   s.lastError = failure.lastError;
   s.intuitTid = failure.intuitTid;
+  s.errorCode = failure.errorCode;
   if (failure.subject) s.subject = failure.subject;
   s.summary = failure.summary.replaceAll('{count}', String(s.consecutiveFailures));
   if (s.state === 'open') {
