@@ -19,6 +19,8 @@ export interface DatabaseConfig {
   readonly logLevel: LogLevel;
   /** HISTORY_RETENTION_DAYS: `qbhealth prune` and the daemon's daily prune keep this much. */
   readonly historyRetentionDays: number;
+  /** ROLLUP_RETENTION_DAYS: the same prunes keep this much of the rollups (never less than the history). */
+  readonly rollupRetentionDays: number;
 }
 
 export interface Config extends DatabaseConfig {
@@ -77,6 +79,9 @@ export type ConfigScope = 'database' | 'full';
 export type ConfigResult<T> =
   | { readonly ok: true; readonly config: T; readonly secrets: readonly string[] }
   | { readonly ok: false; readonly problems: readonly string[]; readonly secrets: readonly string[] };
+
+/** Rollups are kept for 400 days (or as long as the raw history, when that is longer). */
+export const DEFAULT_ROLLUP_RETENTION_DAYS = 400;
 
 export const INTUIT_TOKEN_URL = 'https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer';
 export const INTUIT_REVOKE_URL = 'https://developer.api.intuit.com/v2/oauth2/tokens/revoke';
@@ -279,7 +284,12 @@ function parseDatabaseScope(r: Reader): DatabaseConfig | undefined {
   const databaseUrl = parseDatabaseUrl(r);
   const logLevel = r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS);
   const historyRetentionDays = r.integer('HISTORY_RETENTION_DAYS', 90, 1, 36_500);
-  return databaseUrl === undefined ? undefined : { databaseUrl, logLevel, historyRetentionDays };
+  const rollupRetentionDays = r.integer('ROLLUP_RETENTION_DAYS', Math.max(DEFAULT_ROLLUP_RETENTION_DAYS, historyRetentionDays), 1, 36_500);
+  // Rollups are rebuilt from the raw rows: pruned sooner, a rebuild would bring them back.
+  if (rollupRetentionDays < historyRetentionDays) {
+    r.problems.push(`ROLLUP_RETENTION_DAYS: must be at least HISTORY_RETENTION_DAYS (${historyRetentionDays}): the rollups summarise the history and are kept at least as long (got ${rollupRetentionDays})`);
+  }
+  return databaseUrl === undefined ? undefined : { databaseUrl, logLevel, historyRetentionDays, rollupRetentionDays };
 }
 
 function parseFull(r: Reader, cwd: string): Config | undefined {

@@ -111,6 +111,12 @@ export const LogEvent = {
   heartbeatUrlFailed: 'heartbeat_url.failed',
   /** The dashboard's sign-in form was given a wrong HEALTH_TOKEN, or posted from another origin. */
   dashboardLoginRefused: 'dashboard.login_refused',
+  /** `qbhealth rollup --rebuild` recomputed a realm's rollups from its raw rows. */
+  rollupRebuilt: 'rollup.rebuilt',
+  /** At start: raw history predates the rollups (after an upgrade or adoption); run `qbhealth rollup --rebuild`. */
+  rollupMissing: 'rollup.missing',
+  /** At start: whether the rollups cover the history could not be checked. */
+  rollupCheckFailed: 'rollup.check_failed',
 } as const;
 
 export const REDACTED = '[redacted]';

@@ -235,7 +235,7 @@ describe('retention', () => {
     await insertRows(db, [...old, ...kept]);
     const capture = captureLog('info');
     const outcome = await pruneHistory(db.client, 90, capture.log, { batchSize: 5, now });
-    expect(outcome).toEqual({ deleted: 12, batches: 3, cutoff: new Date(now.getTime() - 90 * DAY) });
+    expect(outcome).toEqual({ deleted: 12, batches: 3, cutoff: new Date(now.getTime() - 90 * DAY), rollups: { deleted: 0, cutoff: new Date(now.getTime() - 400 * DAY) } });
     expect(capture.byEvent('history.pruned')).toEqual([expect.objectContaining({ deleted: 12, batches: 3, retentionDays: 90 })]);
     const left = await db.query<{ n: number; oldest: Date }>('SELECT count(*)::int AS n, min(checked_at) AS oldest FROM quickbooks_connection_health');
     expect(left.rows[0]?.n).toBe(3);

@@ -12,6 +12,7 @@ import { pruneCommand, statusCommand } from './status-commands.js';
 import { simulatorCommand } from './simulator-command.js';
 import { schemaCommand } from './schema-commands.js';
 import { silenceCommand } from './silence-commands.js';
+import { rollupCommand } from './rollup-command.js';
 
 export const COMMANDS: readonly Command[] = [
   statusCommand,
@@ -22,6 +23,7 @@ export const COMMANDS: readonly Command[] = [
   migrateCommand,
   checkSchemaCommand,
   pruneCommand,
+  rollupCommand,
   rotateKeyCommand,
   simulatorCommand,
   schemaCommand,

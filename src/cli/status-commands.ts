@@ -143,12 +143,13 @@ export const statusCommand: Command = {
 
 export const pruneCommand: Command = {
   name: 'prune',
-  summary: 'delete health history older than HISTORY_RETENTION_DAYS, in short batches',
+  summary: 'delete health history older than HISTORY_RETENTION_DAYS (rollups: ROLLUP_RETENTION_DAYS), in short batches',
   description:
     'Deletes quickbooks_connection_health rows checked more than HISTORY_RETENTION_DAYS (default 90) days ago, in ' +
     'batches of --batch-size rows, each its own short statement on the checked_at index, so a large backlog never ' +
-    'holds long locks. Logs `history.pruned` with the count. The daemon runs the same prune daily at 03:17. Needs ' +
-    'only DATABASE_URL.',
+    'holds long locks; then the rollups (the dashboard\'s history) of periods more than ROLLUP_RETENTION_DAYS ' +
+    '(default 400) days ago, the same way: deleting raw rows never touches them. Logs `history.pruned` with the ' +
+    'counts. The daemon runs the same prune daily at 03:17. Needs only DATABASE_URL.',
   options: {
     'batch-size': { type: 'string', valueName: 'N', description: `rows per DELETE (default ${PRUNE_BATCH})` },
   },
@@ -157,7 +158,7 @@ export const pruneCommand: Command = {
     [2, 'usage: a bad --batch-size'],
     [65, 'the health table is missing; run `qbhealth migrate`'],
     [75, 'PostgreSQL unreachable; retry (rows deleted so far stay deleted)'],
-    [78, 'configuration invalid (DATABASE_URL, HISTORY_RETENTION_DAYS)'],
+    [78, 'configuration invalid (DATABASE_URL, HISTORY_RETENTION_DAYS, ROLLUP_RETENTION_DAYS)'],
   ],
   run: (io, values) => {
     const batchText = values['batch-size'];
@@ -167,11 +168,16 @@ export const pruneCommand: Command = {
     }
     return withDatabase(io, async (pool, log, config) => {
       try {
-        const outcome = await pruneHistory(pool, config.historyRetentionDays, log, { batchSize });
+        const outcome = await pruneHistory(pool, config.historyRetentionDays, log, { batchSize, rollupRetentionDays: config.rollupRetentionDays });
         writeLine(
           io.stdout,
           io.secrets,
           `pruned ${outcome.deleted} row(s) checked before ${outcome.cutoff.toISOString()} (HISTORY_RETENTION_DAYS=${config.historyRetentionDays}) in ${outcome.batches} batch(es)`,
+        );
+        writeLine(
+          io.stdout,
+          io.secrets,
+          `pruned ${outcome.rollups.deleted} rollup row(s) of periods before ${outcome.rollups.cutoff.toISOString()} (ROLLUP_RETENTION_DAYS=${config.rollupRetentionDays})`,
         );
         return ExitCode.ok;
       } catch (err) {

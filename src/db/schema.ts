@@ -15,6 +15,7 @@ export type PgType =
   | 'boolean'
   | 'uuid'
   | 'jsonb'
+  | 'integer[]'
   | 'timestamp with time zone';
 
 export interface ColumnSpec {
@@ -208,6 +209,31 @@ export const outboxTable = new Table(
 );
 
 /**
+ * Rollups of the health history per realm and period (db/rollups.ts): one table per granularity,
+ * half hours (the dashboard's last 24 h) and UTC days (its 90 days). The recording statement
+ * upserts them: ON CONFLICT (realm_id, period_start); pruning deletes by period_start.
+ */
+function rollupTable<N extends string>(name: N) {
+  return new Table(
+    name,
+    {
+      realm_id: { type: 'text', notNull: true },
+      period_start: timestamptzNotNull,
+      probes: { type: 'integer', notNull: true, default: '0' },
+      up: { type: 'integer', notNull: true, default: '0' },
+      throttled: { type: 'integer', notNull: true, default: '0' },
+      failures: { type: 'jsonb', notNull: true, default: "'{}'" },
+      latency_buckets: { type: 'integer[]', notNull: true, default: "'{}'" },
+      latency_counts: { type: 'integer[]', notNull: true, default: "'{}'" },
+    },
+    [{ columns: ['realm_id', 'period_start'], unique: true }, { columns: ['period_start'] }],
+  );
+}
+
+export const halfHourRollupTable = rollupTable('quickbooks_health_rollup_halfhour');
+export const dayRollupTable = rollupTable('quickbooks_health_rollup_day');
+
+/**
  * The history of alert transitions (raised, repeated, resolved), one row each, written in the
  * transaction that changed the alert state (db/incident-queries.ts). An incident is one
  * (realm_id, kind, since); `notification_id` is the outbox row it made, NULL when none was sent
@@ -257,4 +283,4 @@ export const silencesTable = new Table(
 );
 
 /** Every table the code uses; `check-schema` verifies exactly these. */
-export const SCHEMA: readonly TableSpec[] = [migrationsTable, healthTable, tokensTable, alertsTable, membersTable, leasesTable, outboxTable, alertEventsTable, silencesTable];
+export const SCHEMA: readonly TableSpec[] = [migrationsTable, healthTable, tokensTable, alertsTable, membersTable, leasesTable, outboxTable, halfHourRollupTable, dayRollupTable, alertEventsTable, silencesTable];

@@ -90,6 +90,13 @@ export function ratioAtLeast(name: string, unit: string, r: Required<Rounds>, mi
   return { ...s, judged: 'ratio', spread: minMax(perRoundRatios as number[]), target: `ratio >= ${min}`, verdict: passOrFail(ratio >= min) };
 }
 
+/** A row whose target is a maximum of the median per-round ratio value / baseline (lower is better: a cost). */
+export function ratioAtMost(name: string, unit: string, r: Required<Rounds>, max: number): BenchResult {
+  const { perRoundRatios, ...s } = summarize(name, unit, r);
+  const ratio = s.ratio as number;
+  return { ...s, judged: 'ratio', spread: minMax(perRoundRatios as number[]), target: `ratio <= ${max}`, verdict: passOrFail(ratio <= max) };
+}
+
 /** A row whose target is an absolute ceiling on the median value (lower is better). */
 export function atMost(name: string, unit: string, r: Rounds, max: number): BenchResult {
   const { perRoundRatios: _, ...s } = summarize(name, unit, r);

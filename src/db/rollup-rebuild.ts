@@ -1,0 +1,162 @@
+/**
+ * `qbhealth rollup --rebuild`: recomputes the rollups from the raw rows, needed after a table was
+ * adopted or the rollups arrived with an upgrade (history recorded before has none). And the check
+ * that tells an operator so (`rollupCoverage`, `warnWhenRollupsIncomplete`).
+ *
+ * One transaction per realm and chunk of days, so no lock is held for long: it locks both rollup
+ * tables against writes (recording waits for it; the dashboard still reads), deletes the realm's
+ * rollups in the chunk, and fills them from the raw rows in one statement (db/rollups.ts). With
+ * the lock taken before that statement's snapshot, a result recorded meanwhile is either in the
+ * snapshot or added after the commit, never both. Running it again gives the same rollups.
+ *
+ * Rollups outlive the raw rows (ROLLUP_RETENTION_DAYS > HISTORY_RETENTION_DAYS), so a rebuild
+ * must not shrink what pruning took from under them: periods that begin before the oldest raw row
+ * (whose rows may have been partly pruned) are only filled when they have no rollup, never
+ * replaced; periods without any raw row are left alone.
+ */
+import { LogEvent, type Logger } from '../log.js';
+import { inTransaction, withClient, type Pool, type PoolClient, type Queryable } from './pool.js';
+import { DAY_SECONDS, HALF_HOUR_SECONDS, rollupCtes, ROLLUP_SOURCE_COLUMNS } from './rollups.js';
+import { dayRollupTable as D, halfHourRollupTable as HH, healthTable as H } from './schema.js';
+
+export const REBUILD_CHUNK_DAYS = 30;
+/** How long a chunk waits for in-flight recording statements before giving up (exit 75, retried). */
+const LOCK_WAIT = '30s';
+const DAY_MS = DAY_SECONDS * 1000;
+
+// Every realm in the raw rows, one index probe each on (realm_id, checked_at) instead of a scan.
+const REALMS_SQL = `WITH RECURSIVE realms AS (
+    (SELECT ${H.col('realm_id')} FROM ${H.name} WHERE ${H.col('realm_id')} IS NOT NULL ORDER BY ${H.col('realm_id')} LIMIT 1)
+    UNION ALL
+    SELECT (SELECT h.${H.col('realm_id')} FROM ${H.name} h WHERE h.${H.col('realm_id')} > realms.realm_id ORDER BY h.${H.col('realm_id')} LIMIT 1)
+      FROM realms WHERE realms.realm_id IS NOT NULL)
+  SELECT realm_id FROM realms WHERE realm_id IS NOT NULL`;
+
+const REALM_RANGE_SQL = `SELECT min(${H.col('checked_at')}) AS first, max(${H.col('checked_at')}) AS last FROM ${H.name} WHERE ${H.col('realm_id')} = $1`;
+const OLDEST_SQL = `SELECT min(${H.col('checked_at')}) AS oldest FROM ${H.name}`;
+
+const DELETE_SQL = (table: string): string =>
+  `DELETE FROM ${table} WHERE realm_id = $1 AND period_start >= greatest($2::timestamptz, $4::timestamptz) AND period_start < $3`;
+
+const FILL_SQL = `WITH raw AS (
+    SELECT ${ROLLUP_SOURCE_COLUMNS} FROM ${H.name}
+     WHERE ${H.col('realm_id')} = $1 AND ${H.col('checked_at')} >= $2 AND ${H.col('checked_at')} < $3),
+  ${rollupCtes('raw', 'fill')}
+  SELECT (SELECT count(*) FROM raw)::int AS rows,
+         (SELECT count(*) FROM rollup_half_hour)::int AS half_hours,
+         (SELECT count(*) FROM rollup_day)::int AS days`;
+
+export interface RealmRebuild {
+  readonly realmId: string;
+  /** Raw rows read. */
+  readonly rows: number;
+  /** Rollup rows written. */
+  readonly halfHours: number;
+  readonly days: number;
+  readonly from: Date;
+  readonly to: Date;
+}
+
+export interface RebuildOutcome {
+  readonly realms: readonly RealmRebuild[];
+  /** The oldest raw row: periods starting before it were only filled where empty. */
+  readonly oldestRaw: Date | null;
+}
+
+export interface RebuildOptions {
+  readonly realmIds?: readonly string[];
+  readonly chunkDays?: number;
+  /** Told after each realm, for a command's progress lines. */
+  readonly onRealm?: (r: RealmRebuild) => void;
+}
+
+const ceilTo = (at: Date, seconds: number): Date => new Date(Math.ceil(at.getTime() / (seconds * 1000)) * seconds * 1000);
+const floorTo = (at: Date, seconds: number): Date => new Date(Math.floor(at.getTime() / (seconds * 1000)) * seconds * 1000);
+
+async function rebuildChunk(client: PoolClient, realmId: string, from: Date, to: Date, oldest: Date): Promise<{ rows: number; half_hours: number; days: number }> {
+  return inTransaction(client, async () => {
+    await client.query(`SET LOCAL lock_timeout = '${LOCK_WAIT}'`);
+    await client.query(`LOCK TABLE ${HH.name}, ${D.name} IN SHARE ROW EXCLUSIVE MODE`);
+    await client.query(DELETE_SQL(HH.name), [realmId, from, to, ceilTo(oldest, HALF_HOUR_SECONDS)]);
+    await client.query(DELETE_SQL(D.name), [realmId, from, to, ceilTo(oldest, DAY_SECONDS)]);
+    const filled = await client.query<{ rows: number; half_hours: number; days: number }>(FILL_SQL, [realmId, from, to]);
+    return filled.rows[0] ?? { rows: 0, half_hours: 0, days: 0 };
+  });
+}
+
+/** Recomputes the rollups of every realm in the raw rows (or of `realmIds`) from those rows. */
+export async function rebuildRollups(pool: Pool, log: Logger, opts: RebuildOptions = {}): Promise<RebuildOutcome> {
+  const chunkMs = (opts.chunkDays ?? REBUILD_CHUNK_DAYS) * DAY_MS;
+  return withClient(pool, async (client) => {
+    const oldest = (await client.query<{ oldest: Date | null }>(OLDEST_SQL)).rows[0]?.oldest ?? null;
+    const realmIds = opts.realmIds ?? (await client.query<{ realm_id: string }>(REALMS_SQL)).rows.map((r) => r.realm_id);
+    const realms: RealmRebuild[] = [];
+    for (const realmId of oldest === null ? [] : realmIds) {
+      const range = (await client.query<{ first: Date | null; last: Date | null }>(REALM_RANGE_SQL, [realmId])).rows[0];
+      if (!range?.first || !range.last) continue;
+      const from = floorTo(range.first, DAY_SECONDS);
+      const to = new Date(floorTo(range.last, DAY_SECONDS).getTime() + DAY_MS);
+      let rows = 0;
+      let halfHours = 0;
+      let days = 0;
+      for (let start = from.getTime(); start < to.getTime(); start += chunkMs) {
+        const done = await rebuildChunk(client, realmId, new Date(start), new Date(Math.min(start + chunkMs, to.getTime())), oldest as Date);
+        rows += done.rows;
+        halfHours += done.half_hours;
+        days += done.days;
+      }
+      const rebuilt = { realmId, rows, halfHours, days, from, to };
+      log.info({ event: LogEvent.rollupRebuilt, ...rebuilt }, `rebuilt the rollups of realm ${realmId} from ${rows} raw row(s)`);
+      opts.onRealm?.(rebuilt);
+      realms.push(rebuilt);
+    }
+    return { realms, oldestRaw: oldest };
+  });
+}
+
+export interface RollupCoverage {
+  /** The oldest raw row with a realm, null when there is none. */
+  readonly rawFrom: Date | null;
+  /** The oldest day rollup, null when there is none. */
+  readonly rollupsFrom: Date | null;
+  /** Raw history older than the rollups: the dashboard misses it until `qbhealth rollup --rebuild`. */
+  readonly incomplete: boolean;
+}
+
+const COVERAGE_SQL = `SELECT
+    (SELECT min(${H.col('checked_at')}) FROM ${H.name} WHERE ${H.col('realm_id')} IS NOT NULL) AS raw_from,
+    (SELECT min(period_start) FROM ${D.name}) AS rollups_from`;
+
+/** Whether the rollups cover the raw history (two index reads). */
+export async function rollupCoverage(db: Queryable): Promise<RollupCoverage> {
+  const row = (await db.query<{ raw_from: Date | null; rollups_from: Date | null }>(COVERAGE_SQL)).rows[0];
+  const rawFrom = row?.raw_from ?? null;
+  const rollupsFrom = row?.rollups_from ?? null;
+  const incomplete = rawFrom !== null && (rollupsFrom === null || floorTo(rawFrom, DAY_SECONDS).getTime() < rollupsFrom.getTime());
+  return { rawFrom, rollupsFrom, incomplete };
+}
+
+/** What to tell an operator when raw history is missing from the rollups. */
+export function describeIncompleteRollups(c: RollupCoverage): string {
+  const since = c.rollupsFrom === null ? 'the rollups are empty' : `the rollups start at ${c.rollupsFrom.toISOString()}`;
+  return `health history from ${c.rawFrom?.toISOString() ?? '?'} on is not in the rollups (${since}): the dashboard's history misses it until \`qbhealth rollup --rebuild\` is run`;
+}
+
+/**
+ * At daemon start: a warning (`rollup.missing`) when raw history predates the rollups, as after an
+ * upgrade or an adoption. Never throws: a failed check is logged (`rollup.check_failed`) and the
+ * daemon carries on, since it changes nothing about probing or recording.
+ */
+export async function warnWhenRollupsIncomplete(db: Queryable, log: Logger): Promise<RollupCoverage | undefined> {
+  let coverage: RollupCoverage;
+  try {
+    coverage = await rollupCoverage(db);
+  } catch (err) {
+    log.warn({ event: LogEvent.rollupCheckFailed, err }, 'could not check whether the rollups cover the health history');
+    return undefined;
+  }
+  if (coverage.incomplete) {
+    log.warn({ event: LogEvent.rollupMissing, rawFrom: coverage.rawFrom, rollupsFrom: coverage.rollupsFrom }, describeIncompleteRollups(coverage));
+  }
+  return coverage;
+}
