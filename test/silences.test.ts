@@ -4,6 +4,7 @@
  * notified once, whichever of two members gets there; a resolution of an alert never notified is
  * not notified; a member's own database alerts honour the silences it read.
  */
+import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AlertKind } from '../src/alert.js';
@@ -14,7 +15,7 @@ import { DatabaseAlerts } from '../src/escalate/database-alerts.js';
 import { Escalator, type Failure } from '../src/escalate/escalator.js';
 import { WebhookNotifier } from '../src/escalate/notifier.js';
 import { OutboxDeliverer } from '../src/escalate/outbox.js';
-import { releaseHeldAlerts, SilenceCache } from '../src/escalate/silences.js';
+import { releaseHeldAlerts, releaseHeldAlertsIn, SilenceCache } from '../src/escalate/silences.js';
 import { captureLog, type CapturedLog } from './support/log.js';
 import { alertReceiver, type AlertReceiver } from './support/fleet.js';
 import { migratedDatabase } from './support/qbo.js';
@@ -143,6 +144,36 @@ describe('silences in the escalation', () => {
     } finally {
       await pools[1]?.end();
     }
+  });
+
+  it('a member that read a held alert just before another released it, and locked it just after, does not notify it again', async () => {
+    const R = '9100000010';
+    const s = await silence(R, null);
+    const { e } = member('member#1');
+    await failTimes(e, R, 3);
+    await db.query(`UPDATE quickbooks_alert_silences SET starts_at = now() - interval '2 hours', ends_at = now() - interval '1 second' WHERE id = $1`, [s.id]);
+    // Member A is mid-release: its transaction holds the alert states against new row locks.
+    const a = new pg.Client({ connectionString: db.url });
+    await a.connect();
+    try {
+      await a.query('BEGIN');
+      await a.query('LOCK TABLE quickbooks_alert_state IN EXCLUSIVE MODE');
+      // Member B reads the held alert, then waits to lock it.
+      const b = releaseHeldAlerts(pool, pino({ level: 'silent' }), { instanceId: 'member#b' });
+      await eventually(async () => {
+        const { rows } = await db.query(`SELECT count(*)::int AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE NOT l.granted AND c.relname = 'quickbooks_alert_state'`);
+        expect(rows[0]).toEqual({ n: 1 });
+      });
+      // A releases it and commits; B then gets the row and must see that it is done.
+      const byA = await releaseHeldAlertsIn(a, { instanceId: 'member#a' });
+      await a.query('COMMIT');
+      expect(byA.filter((r) => r.notification.realmId === R).map((r) => r.notification.event)).toEqual(['alert.raised']);
+      expect((await b).filter((n) => n.realmId === R)).toEqual([]);
+    } finally {
+      await a.end();
+    }
+    const outbox = await db.query(`SELECT body->>'instance' AS instance FROM quickbooks_alert_outbox WHERE body->>'realmId' = $1`, [R]);
+    expect(outbox.rows).toEqual([{ instance: 'member#a' }]);
   });
 
   it('a silence by kind holds back that kind for every realm, and no other kind', async () => {

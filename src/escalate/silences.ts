@@ -164,40 +164,47 @@ export function logRecorded(log: Logger, r: Recorded): void {
 /** At most this many held alerts are released by one transaction; the rest at the next poll. */
 const RELEASE_BATCH = 50;
 
+export interface ReleaseOptions {
+  readonly instanceId: string;
+  /** Filled with the silences active now, for this member's own database alerts. */
+  readonly cache?: SilenceCache;
+}
+
 /**
  * Notifies, once fleet-wide, the open alerts whose last transition a silence held back and that no
  * silence covers now (see the top of this file). Reads the active silences into `cache` on the
  * way. Returns the notifications written to the outbox.
  */
-export async function releaseHeldAlerts(pool: Pool, log: Logger, opts: { readonly instanceId: string; readonly cache?: SilenceCache }): Promise<AlertNotification[]> {
-  const released = await withClient(pool, (client) =>
-    inTransaction(client, async () => {
-      const { rows } = await client.query<{ now: Date }>('SELECT now() AS now');
-      const now = rows[0]?.now ?? new Date();
-      const silences = await activeSilences(client);
-      opts.cache?.update(silences);
-      const free = (held: Awaited<ReturnType<typeof heldOpenAlerts>>): typeof held => held.filter((h) => !coveringSilence(silences, h.realmId, h.kind));
-      const candidates = free(await heldOpenAlerts(client)).slice(0, RELEASE_BATCH);
-      if (candidates.length === 0) return [];
-      const locked = await lockOpenAlertStatesSkipLocked(client, candidates);
-      if (locked.length === 0) return [];
-      // Re-read on a fresh snapshot now that the rows are ours: another member may have released them a moment ago.
-      const still = free(await heldOpenAlerts(client, locked));
-      const made: Recorded[] = [];
-      for (const h of still) {
-        const state = locked.find((s) => s.realmId === h.realmId && s.kind === h.kind && s.since.getTime() === h.since.getTime());
-        if (!state) continue;
-        state.lastNotifiedAt = now;
-        const t: Transition = { state: { ...state }, event: h.notifiedBefore ? 'alert.repeated' : 'alert.raised' };
-        const notification = notificationOf(t, { notificationId: randomUUID(), instance: opts.instanceId });
-        await writeAlertState(client, state, now);
-        await insertNotification(client, notification);
-        await insertAlertEvent(client, eventRecord(notification, t, now, { sent: true, held: false, silence: undefined, instance: opts.instanceId }));
-        made.push({ notification, sent: true, held: false, silence: undefined, released: true });
-      }
-      return made;
-    }),
-  );
+export async function releaseHeldAlerts(pool: Pool, log: Logger, opts: ReleaseOptions): Promise<AlertNotification[]> {
+  const released = await withClient(pool, (client) => inTransaction(client, () => releaseHeldAlertsIn(client, opts)));
   for (const r of released) logRecorded(log, r);
   return released.map((r) => r.notification);
+}
+
+/** releaseHeldAlerts' work inside the caller's transaction (READ COMMITTED: each statement sees what committed before it). */
+export async function releaseHeldAlertsIn(tx: Queryable, opts: ReleaseOptions): Promise<Recorded[]> {
+  const { rows } = await tx.query<{ now: Date }>('SELECT now() AS now');
+  const now = rows[0]?.now ?? new Date();
+  const silences = await activeSilences(tx);
+  opts.cache?.update(silences);
+  const free = (held: Awaited<ReturnType<typeof heldOpenAlerts>>): typeof held => held.filter((h) => !coveringSilence(silences, h.realmId, h.kind));
+  const candidates = free(await heldOpenAlerts(tx)).slice(0, RELEASE_BATCH);
+  if (candidates.length === 0) return [];
+  const locked = await lockOpenAlertStatesSkipLocked(tx, candidates);
+  if (locked.length === 0) return [];
+  // Re-read now that the rows are ours: another member may have released them after the read above.
+  const still = free(await heldOpenAlerts(tx, locked));
+  const made: Recorded[] = [];
+  for (const h of still) {
+    const state = locked.find((s) => s.realmId === h.realmId && s.kind === h.kind && s.since.getTime() === h.since.getTime());
+    if (!state) continue;
+    state.lastNotifiedAt = now;
+    const t: Transition = { state: { ...state }, event: h.notifiedBefore ? 'alert.repeated' : 'alert.raised' };
+    const notification = notificationOf(t, { notificationId: randomUUID(), instance: opts.instanceId });
+    await writeAlertState(tx, state, now);
+    await insertNotification(tx, notification);
+    await insertAlertEvent(tx, eventRecord(notification, t, now, { sent: true, held: false, silence: undefined, instance: opts.instanceId }));
+    made.push({ notification, sent: true, held: false, silence: undefined, released: true });
+  }
+  return made;
 }
