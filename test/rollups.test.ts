@@ -178,3 +178,181 @@ describe('the latency sketch', () => {
     expect(bucketLatencyMs(0)).toBe(1);
   });
 });
+
+/** Rollup rows comparable across writers: the sketch as sorted [bucket, count] pairs. */
+const normalized = async (db: TestDatabase): Promise<unknown[]> =>
+  (await Promise.all((['halfhour', 'day'] as const).map((t) => rollups(db, t)))).flatMap((rows, i) =>
+    rows.map(({ latency_buckets, latency_counts, ...r }) => ({
+      table: i,
+      ...r,
+      period_start: r.period_start.toISOString(),
+      sketch: [...sketch({ latency_buckets, latency_counts })].sort((a, b) => a[0] - b[0]),
+    })),
+  );
+
+describe('rebuild, pruning and retention', () => {
+  let db: TestDatabase;
+  let pool: Pool;
+  const START = Date.parse('2026-11-18T21:05:00Z');
+  const NOW = new Date('2026-11-24T12:00:00Z');
+  beforeAll(async () => {
+    db = await migratedDatabase();
+    pool = createPool({ databaseUrl: db.url, applicationName: 'test' }, quiet);
+    // Three realms, three days and a half, a probe every 5 minutes, recorded as the daemon and
+    // its spool write them: one at a time, in batches, some twice.
+    const codes = ['ok', 'ok', 'ok', 'throttled', 'ok', 'server_error', 'ok', 'ok', 'timeout', 'ok', 'ok'] as const;
+    const all: ProbeResult[] = [];
+    for (let i = 0; i < 3 * 24 * 12 + 60; i++) {
+      for (const realm of ['501', '502', '503']) {
+        all.push(result(realm, new Date(START + i * 5 * MIN), codes[(i + Number(realm)) % codes.length] as keyof typeof OUTCOMES, 90 + ((i * 53) % 700)));
+      }
+    }
+    let written = 0;
+    for (let n = 0; written < all.length; n++) {
+      const size = [1, 1, 3, 17, 1, 120][n % 6] as number;
+      const batch = all.slice(written, written + size);
+      await insertProbeResults(pool, batch);
+      if (n % 5 === 0) await insertProbeResults(pool, [...batch, ...all.slice(0, 2)]); // replayed: nothing new
+      written += size;
+    }
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await db?.drop();
+  });
+
+  it('rebuilding from the raw rows gives what recording added up, into empty rollups and over existing ones, in chunks', async () => {
+    const recorded = await normalized(db);
+    expect(recorded.length).toBeGreaterThan(3 * 4);
+    await db.query('TRUNCATE quickbooks_health_rollup_halfhour, quickbooks_health_rollup_day');
+    const capture = captureLog('info');
+    const outcome = await rebuildRollups(pool, capture.log, { chunkDays: 1 });
+    expect(outcome.realms.map((r) => [r.realmId, r.rows])).toEqual([
+      ['501', 924],
+      ['502', 924],
+      ['503', 924],
+    ]);
+    expect(await normalized(db)).toEqual(recorded);
+    expect(capture.byEvent('rollup.rebuilt')).toHaveLength(3);
+    // Again, over the rollups it just wrote: the same.
+    await rebuildRollups(pool, quiet, { realmIds: ['502'] });
+    expect(await normalized(db)).toEqual(recorded);
+  });
+
+  it('pruning raw rows keeps the rollups, and a rebuild afterwards does not shrink the periods pruning cut into', async () => {
+    const before = await normalized(db);
+    // A cutoff in the middle of a half hour of the first day: 2026-11-19 01:12.
+    const now = new Date(Date.parse('2026-11-19T01:12:00Z') + 90 * DAY);
+    const outcome = await pruneHistory(db.client, 90, quiet, { now, batchSize: 100 });
+    expect(outcome.deleted).toBe(3 * 50);
+    expect(outcome.rollups.deleted).toBe(0);
+    expect(await normalized(db)).toEqual(before);
+    await rebuildRollups(pool, quiet);
+    expect(await normalized(db)).toEqual(before);
+  });
+
+  it('prunes rollups of periods older than ROLLUP_RETENTION_DAYS, in batches, and only those', async () => {
+    await db.query(
+      `INSERT INTO quickbooks_health_rollup_day (realm_id, period_start, probes, up)
+       SELECT '9' || g, $1::timestamptz - g * interval '1 day', 10, 9 FROM generate_series(399, 409) AS g`,
+      [new Date(Date.parse('2026-11-24T00:00:00Z'))],
+    );
+    const capture = captureLog('info');
+    const outcome = await pruneHistory(db.client, 90, capture.log, { now: NOW, batchSize: 4, rollupRetentionDays: 400 });
+    // Days starting before 2026-11-24T12:00 - 400 days: 400 days ago and older (10 of the 11).
+    expect(outcome.rollups).toEqual({ deleted: 10, cutoff: new Date(NOW.getTime() - 400 * DAY) });
+    const left = await db.query<{ realm_id: string }>(`SELECT realm_id FROM quickbooks_health_rollup_day WHERE realm_id LIKE '9%' ORDER BY 1`);
+    expect(left.rows.map((r) => r.realm_id)).toEqual(['9399']);
+    expect(capture.byEvent('history.pruned')).toEqual([expect.objectContaining({ rollupsDeleted: 10, rollupRetentionDays: 400 })]);
+    // The recent rollups are still there.
+    expect((await rollups(db, 'day')).filter((r) => r.realm_id === '501')).toHaveLength(5);
+  });
+});
+
+describe('schema, command and configuration', () => {
+  let db: TestDatabase;
+  let pool: Pool;
+  beforeAll(async () => {
+    db = await migratedDatabase();
+    pool = createPool({ databaseUrl: db.url, applicationName: 'test' }, quiet);
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await db?.drop();
+  });
+
+  it('a missing rollup table is a schema gap: verifySchema names it, recording fails as one (run `qbhealth migrate`), migrate restores it', async () => {
+    await db.query('DROP TABLE quickbooks_health_rollup_day');
+    expect((await verifySchema(db.client)).map(describeProblem)).toEqual(['missing table quickbooks_health_rollup_day']);
+    const check = await runQbhealth(['check-schema'], { DATABASE_URL: db.url });
+    expect(check.code).toBe(65);
+    expect(check.stdout).toContain('missing table quickbooks_health_rollup_day');
+    const err = await insertProbeResults(pool, [result('601', new Date(T0), 'ok', 100)]).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(describeDbFailure(err)).toMatchObject({ kind: 'schema', summary: expect.stringContaining('Run `qbhealth migrate`') });
+    // Nothing half-written: the result is not in the raw table either (it waits in the spool).
+    expect((await db.query(`SELECT 1 FROM quickbooks_connection_health WHERE realm_id = '601'`)).rowCount).toBe(0);
+
+    await migrate(pool, quiet);
+    expect(await verifySchema(db.client)).toEqual([]);
+    expect(await insertProbeResults(pool, [result('601', new Date(T0), 'ok', 100)])).toBe(1);
+  });
+
+  it('`qbhealth rollup` says when raw history is missing from the rollups (exit 1), `--rebuild` fills them (one line per realm), then exit 0; the daemon check warns until then', async () => {
+    // History from before the rollups existed: raw rows only, as an upgrade or an adoption leaves them.
+    await db.query(
+      `INSERT INTO quickbooks_connection_health (probe_id, realm_id, connected, status, error_code, latency_ms, checked_at)
+       SELECT gen_random_uuid(), r::text, g % 10 <> 0, CASE WHEN g % 10 <> 0 THEN 'pass' ELSE 'fail' END,
+              CASE WHEN g % 10 <> 0 THEN 'ok' ELSE 'network' END, 150, $1::timestamptz + g * interval '1 hour'
+         FROM generate_series(0, 47) AS g, (VALUES (701), (702)) AS v(r)`,
+      [new Date('2026-10-01T00:00:00Z')],
+    );
+    const env = { DATABASE_URL: db.url };
+    const capture = captureLog('info');
+    expect(await warnWhenRollupsIncomplete(pool, capture.log)).toMatchObject({ incomplete: true, rawFrom: new Date('2026-10-01T00:00:00Z') });
+    expect(capture.byEvent('rollup.missing')).toEqual([expect.objectContaining({ level: 40, msg: expect.stringContaining('qbhealth rollup --rebuild') })]);
+
+    const before = await runQbhealth(['rollup'], env);
+    expect(before.code).toBe(1);
+    expect(before.stdout).toContain('health history from 2026-10-01T00:00:00.000Z on is not in the rollups');
+
+    const usage = await runQbhealth(['rollup', '--realm-id', '701'], env);
+    expect(usage.code).toBe(2);
+
+    const rebuilt = await runQbhealth(['rollup', '--rebuild'], env);
+    expect(rebuilt.code).toBe(0);
+    expect(rebuilt.stdout).toMatch(/^realm 701: 48 raw row\(s\) from 2026-10-01 to 2026-10-02 -> 2 day and 48 half-hour rollup\(s\) written$/m);
+    expect(rebuilt.stdout).toMatch(/^realm 702: 48 raw row\(s\)/m);
+    expect(rebuilt.stdout).toMatch(/^rebuilt the rollups of 3 realm\(s\) from 97 raw row\(s\)/m);
+    const day = await db.query<RollupRow>(`SELECT * FROM quickbooks_health_rollup_day WHERE realm_id = '701' ORDER BY period_start`);
+    expect(day.rows.map((r) => [r.probes, r.up, r.failures])).toEqual([
+      [24, 21, { network: 3 }],
+      [24, 22, { network: 2 }],
+    ]);
+
+    const after = await runQbhealth(['rollup'], env);
+    expect(after.code).toBe(0);
+    expect(after.stdout).toContain('the rollups cover the health history');
+    const quietCapture = captureLog('info');
+    expect(await warnWhenRollupsIncomplete(pool, quietCapture.log)).toMatchObject({ incomplete: false });
+    expect(quietCapture.byEvent('rollup.missing')).toEqual([]);
+  });
+
+  it('ROLLUP_RETENTION_DAYS: 400 by default (the history\'s retention when longer), never shorter than the history, one clear line when wrong', () => {
+    const base = { DATABASE_URL: 'postgres://qbhealth@db.internal:5432/clinic' };
+    const parsed = (env: Record<string, string>) => parseConfig({ ...base, ...env }, 'database');
+    expect(parsed({})).toMatchObject({ ok: true, config: { historyRetentionDays: 90, rollupRetentionDays: 400 } });
+    expect(parsed({ HISTORY_RETENTION_DAYS: '500' })).toMatchObject({ ok: true, config: { rollupRetentionDays: 500 } });
+    expect(parsed({ ROLLUP_RETENTION_DAYS: '730' })).toMatchObject({ ok: true, config: { rollupRetentionDays: 730 } });
+    expect(parsed({ ROLLUP_RETENTION_DAYS: 'forever' })).toMatchObject({
+      ok: false,
+      problems: ['ROLLUP_RETENTION_DAYS: must be a whole number from 1 to 36500 (got "forever")'],
+    });
+    expect(parsed({ ROLLUP_RETENTION_DAYS: '30' })).toMatchObject({
+      ok: false,
+      problems: ['ROLLUP_RETENTION_DAYS: must be at least HISTORY_RETENTION_DAYS (90): the rollups summarise the history and are kept at least as long (got 30)'],
+    });
+  });
+});

@@ -30,7 +30,7 @@ export interface DashboardHistoryOptions {
 
 const REALM_FILTER = `($5::text[] IS NULL OR realm_id = ANY($5::text[]))`;
 
-// $1..$2 the day bars, $3..$4 the half-hour bars, $5 the realms (or NULL), $6 the start of the latency week.
+// $1..$2 the day bars (for latencies: the week), $3..$4 the half-hour bars, $5 the realms (or NULL).
 const COUNTS_SQL = `
   SELECT 'day' AS grain, realm_id, period_start, probes, up, throttled, failures
     FROM ${D.name} WHERE period_start >= $1 AND period_start < $2 AND ${REALM_FILTER}
@@ -41,7 +41,7 @@ const COUNTS_SQL = `
 const LATENCY_SQL = `
   SELECT 'day' AS grain, realm_id, b AS bucket, sum(n)::int AS n
     FROM ${D.name}, unnest(latency_buckets, latency_counts) AS u(b, n)
-   WHERE period_start >= $6 AND period_start < $2 AND ${REALM_FILTER}
+   WHERE period_start >= $1 AND period_start < $2 AND ${REALM_FILTER}
    GROUP BY realm_id, b
   UNION ALL
   SELECT 'half_hour', realm_id, b, sum(n)::int
@@ -116,19 +116,13 @@ export async function readDashboardHistory(db: Queryable, opts: DashboardHistory
   const firstHalfHour = currentHalfHour - (HALF_HOUR_BARS - 1) * HALF_HOUR_MS;
   const halfHourEnd = currentHalfHour + HALF_HOUR_MS;
   const weekStart = today - (LATENCY_WEEK_DAYS - 1) * DAY_MS;
-  const params = [
-    new Date(firstDay),
-    new Date(dayEnd),
-    new Date(firstHalfHour),
-    new Date(halfHourEnd),
-    opts.realmIds === undefined ? null : [...opts.realmIds],
-    new Date(weekStart),
-  ];
-  const counts = groupBy((await db.query<CountsRow>(COUNTS_SQL, params.slice(0, 5))).rows);
-  const latencies = groupBy((await db.query<LatencyRow>(LATENCY_SQL, params)).rows);
+  const realms = opts.realmIds === undefined ? null : [...opts.realmIds];
+  const halfHourWindow = [new Date(firstHalfHour), new Date(halfHourEnd), realms];
+  const counts = groupBy((await db.query<CountsRow>(COUNTS_SQL, [new Date(firstDay), new Date(dayEnd), ...halfHourWindow])).rows);
+  const latencies = groupBy((await db.query<LatencyRow>(LATENCY_SQL, [new Date(weekStart), new Date(dayEnd), ...halfHourWindow])).rows);
 
   const realmIds = opts.realmIds ? [...new Set(opts.realmIds)] : [...counts.keys()].sort();
-  const realms = realmIds.map((realmId): RealmHistory => {
+  const histories = realmIds.map((realmId): RealmHistory => {
     const c = counts.get(realmId);
     const l = latencies.get(realmId);
     const days = bars(firstDay, DAY_MS, DAY_BARS, c?.day ?? []);
@@ -143,5 +137,5 @@ export async function readDashboardHistory(db: Queryable, opts: DashboardHistory
       uptime90d: probes === 0 ? null : up / probes,
     };
   });
-  return { generatedAt: new Date(now).toISOString(), realms };
+  return { generatedAt: new Date(now).toISOString(), realms: histories };
 }
