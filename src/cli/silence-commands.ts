@@ -98,7 +98,7 @@ function modeOf(values: Values): { mode: 'list' } | { mode: 'remove'; id: string
   if (values.for === undefined) throw usage('--for is required: how long the silence lasts, such as 30m, 2h or 1d');
   const durationMs = parseSilenceDuration(String(values.for));
   const reason = typeof values.reason === 'string' ? values.reason.trim() : '';
-  if (reason === '') throw usage('--reason is required: say why (it is shown with every alert the silence holds back)');
+  if (reason === '') throw usage('--reason is required: say why (it is shown wherever the silence is listed)');
   return { mode: 'create', realmId: realm === undefined ? null : String(realm), kind: kind === undefined ? null : (String(kind) as (typeof ALERT_KINDS)[number]), durationMs, reason };
 }
 
@@ -120,7 +120,7 @@ export const silenceCommand: Command = {
     'realm-id': { ...realmOption, description: 'silence this realm (every kind, unless --kind narrows it)' },
     kind: { type: 'string', valueName: 'KIND', description: 'silence this alert kind (every realm, unless --realm-id narrows it)' },
     for: { type: 'string', valueName: 'DURATION', description: 'how long, from now: 30m, 2h, 1d, 1h30m (at most 30d)' },
-    reason: { type: 'string', valueName: 'TEXT', description: 'why (required): shown with the silence and the alerts it holds back' },
+    reason: { type: 'string', valueName: 'TEXT', description: 'why (required): shown wherever the silence is listed (status, --list, the dashboard)' },
     list: { type: 'boolean', description: 'list the active silences' },
     json: { type: 'boolean', description: 'with --list: print them as JSON' },
     remove: { type: 'string', valueName: 'ID', description: 'end silence ID now (alerts it held back that are still open are notified)' },
