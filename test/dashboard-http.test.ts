@@ -147,9 +147,14 @@ describe('with HEALTH_TOKEN set', () => {
     expect(await wrong.text()).toContain('That is not the token');
     expect(log.byEvent(LogEvent.dashboardLoginRefused)).toHaveLength(1);
 
-    const crossSite = await form(TOKEN, { origin: 'https://evil.example' });
-    expect(crossSite.status).toBe(403);
-    expect(crossSite.headers.get('set-cookie')).toBeNull();
+    const crossSite: Array<Record<string, string>> = [{ origin: 'https://evil.example' }, { 'sec-fetch-site': 'cross-site', origin: 'null' }, { 'sec-fetch-site': 'same-site' }, { origin: 'null' }];
+    for (const headers of crossSite) {
+      const refused = await form(TOKEN, headers);
+      expect(refused.status, JSON.stringify(headers)).toBe(403);
+      expect(refused.headers.get('set-cookie')).toBeNull();
+    }
+    // A browser's own form under Referrer-Policy: no-referrer: Origin null, Sec-Fetch-Site same-origin.
+    expect((await form(TOKEN, { 'sec-fetch-site': 'same-origin', origin: 'null' })).status).toBe(303);
 
     const right = await form(TOKEN);
     expect(right.status).toBe(303);

@@ -327,7 +327,7 @@ function realmDetails(r, warnDays) {
   items.push(
     el('dt', {}, 'Refresh token'),
     t.revoked
-      ? el('dd', { class: 'token-warn' }, el('span', { 'aria-hidden': 'true' }, '⟲ '), `Revoked by Intuit: reconnect with qbhealth connect --realm-id ${r.realmId}`)
+      ? el('dd', {}, el('span', { class: 'token-warn' }, el('span', { 'aria-hidden': 'true' }, '⟲ '), `Revoked by Intuit: reconnect with qbhealth connect --realm-id ${r.realmId}`))
       : el('dd', { class: 'token-life' }, tokenLife(t.rollingDaysLeft, t.rollingExpiresAt, 'rolling', warnDays), tokenLife(t.hardDaysLeft, t.hardExpiresAt, 'hard (5-year)', warnDays)),
   );
   return [el('dl', { class: 'details' }, ...items)];

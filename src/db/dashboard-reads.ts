@@ -6,7 +6,10 @@
  * own small pool, so a page polling it cannot take the connections probes are recorded with.
  */
 import type { DashboardHistory, Incident, Silence } from '../dashboard-model.js';
+import { readDashboardHistory } from './dashboard-queries.js';
+import { readIncidents } from './incident-queries.js';
 import type { Queryable } from './pool.js';
+import { listSilences } from './silence-queries.js';
 import { loadStatus, type StatusReport } from './status.js';
 
 /** The incident history the page shows. */
@@ -22,7 +25,7 @@ export interface StoredDashboard {
   /** The instant the reads were made for. */
   readonly readAt: Date;
   readonly status: StatusReport;
-  readonly history: DashboardHistory | null;
+  readonly history: DashboardHistory;
   readonly incidents: readonly Incident[];
   readonly silences: readonly Silence[];
 }
@@ -31,5 +34,8 @@ export async function loadStoredDashboard(db: Queryable, opts: { now: Date }): P
   const now = opts.now;
   // One statement at a time: `db` is a single client in a snapshot.
   const status = await loadStatus(db, { since: new Date(now.getTime() - FACTS_WINDOW_MS), now, width: 1 });
-  return { readAt: now, status, history: null, incidents: [], silences: [] };
+  const history = await readDashboardHistory(db, { now, realmIds: status.realms.map((r) => r.realmId) });
+  const incidents = await readIncidents(db, { days: INCIDENT_DAYS, now });
+  const silences = await listSilences(db, { now });
+  return { readAt: now, status, history, incidents, silences };
 }

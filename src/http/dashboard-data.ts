@@ -7,6 +7,7 @@
 import { instanceOfSubject, isSystemSubject, SystemSubject, type AlertState } from '../alert.js';
 import type { Silence } from '../dashboard-model.js';
 import type { StoredDashboard } from '../db/dashboard-reads.js';
+import { silenceCovers } from '../db/silence-queries.js';
 import type { OpenAlert, RealmStatus } from '../db/status.js';
 import type { HealthState, RealmHealth } from '../health/state.js';
 import { ErrorCode } from '../probe-result.js';
@@ -32,16 +33,16 @@ export interface StoredPart {
 
 const inForce = (s: Silence, now: number): boolean => Date.parse(s.startsAt) <= now && now < Date.parse(s.endsAt);
 
-/** The silence in force covering `realmId` (all its kinds) or one of its open alerts' kinds, ending last. */
-function coveringSilence(silences: readonly Silence[], realmId: string | null, kinds: readonly string[], now: number): Silence | undefined {
+/**
+ * The silence in force, ending last, that covers an alert of one of `kinds` about `subject` (as the
+ * escalation matches them), or the realm whole (a realm silence without a kind).
+ */
+function coveringSilence(silences: readonly Silence[], subject: string, kinds: readonly string[], now: number): Silence | undefined {
   let found: Silence | undefined;
   for (const s of silences) {
     if (!inForce(s, now)) continue;
-    const realmMatches = s.realmId === null || s.realmId === realmId;
-    const kindMatches = s.kind === null || kinds.includes(s.kind);
-    // A kind-only silence names the kind; a realm silence without a kind covers the realm whole.
-    if (!realmMatches || !kindMatches || (s.realmId === null && s.kind === null)) continue;
-    if (!found || Date.parse(s.endsAt) > Date.parse(found.endsAt)) found = s;
+    const covers = kinds.some((kind) => silenceCovers(s, subject, kind)) || (s.realmId === subject && s.kind === null);
+    if (covers && (!found || Date.parse(s.endsAt) > Date.parse(found.endsAt))) found = s;
   }
   return found;
 }
@@ -106,10 +107,12 @@ interface AlertLike {
   readonly severity: string;
   readonly since: string;
   readonly summary: string;
+  /** As the stored alert state says; undefined for this member's own (matched against the silences here). */
+  readonly silenced?: boolean;
 }
 
 const fromLive = (a: AlertState): AlertLike => ({ subject: a.realmId, kind: a.kind, severity: a.severity, since: a.since.toISOString(), summary: a.summary });
-const fromStored = (a: OpenAlert): AlertLike => ({ subject: a.realmId ?? SystemSubject.monitor, kind: a.kind, severity: a.severity, since: a.since, summary: a.summary });
+const fromStored = (a: OpenAlert): AlertLike => ({ subject: a.realmId ?? SystemSubject.monitor, kind: a.kind, severity: a.severity, since: a.since, summary: a.summary, silenced: a.silenced });
 
 /**
  * Open alerts: this member's (its database alerts exist only in memory while PostgreSQL is away)
@@ -141,7 +144,7 @@ function openAlerts(
         since: a.since,
         openForMs: Math.max(0, now - Date.parse(a.since)),
         summary: a.summary,
-        silenced: coveringSilence(silences, realmId, [a.kind], now) !== undefined,
+        silenced: a.silenced ?? coveringSilence(silences, a.subject, [a.kind], now) !== undefined,
       };
     });
 }

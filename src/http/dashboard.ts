@@ -256,8 +256,14 @@ export class DashboardRoutes {
     this.send(res, 303, 'text/plain; charset=utf-8', 'signed out\n', { location: '/', 'set-cookie': sessionCookie(req, '', 0) });
   }
 
-  /** A form posted from another site is refused (the cookie is SameSite=Strict too). */
+  /**
+   * A form posted from another site is refused (the cookie is SameSite=Strict too). Browsers say
+   * where a request comes from in Sec-Fetch-Site; under this page's Referrer-Policy (no-referrer)
+   * their Origin is "null", so Origin is only looked at where Sec-Fetch-Site is missing.
+   */
   private sameOrigin(req: IncomingMessage): boolean {
+    const site = req.headers['sec-fetch-site'];
+    if (site !== undefined) return site === 'same-origin' || site === 'none';
     const origin = req.headers.origin;
     if (origin === undefined || origin === 'null') return origin === undefined;
     try {
