@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS quickbooks_alert_events (
   -- The fleet member that recorded it.
   instance             text NOT NULL
 );
-CREATE INDEX IF NOT EXISTS quickbooks_alert_events_incident_idx ON quickbooks_alert_events (realm_id, kind, since);
+-- An incident's rows in order: its last transition is one index probe (whether a silence still holds it).
+CREATE INDEX IF NOT EXISTS quickbooks_alert_events_incident_idx ON quickbooks_alert_events (realm_id, kind, since, id);
 CREATE INDEX IF NOT EXISTS quickbooks_alert_events_at_idx ON quickbooks_alert_events (at);
 
 CREATE TABLE IF NOT EXISTS quickbooks_alert_silences (

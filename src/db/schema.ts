@@ -260,8 +260,9 @@ export const alertEventsTable = new Table(
     silence_id: { type: 'bigint' },
     instance: { type: 'text', notNull: true },
   },
-  // Incidents are read by (realm_id, kind, since); the prune and the dashboard's window by `at`.
-  [{ columns: ['id'], unique: true }, { columns: ['realm_id', 'kind', 'since'] }, { columns: ['at'] }],
+  // Incidents are read by (realm_id, kind, since), their last transition by id; the prune and the
+  // dashboard's window by `at`.
+  [{ columns: ['id'], unique: true }, { columns: ['realm_id', 'kind', 'since', 'id'] }, { columns: ['at'] }],
 );
 
 /** Silences (maintenance windows): a realm, a kind, or both; ended early by removed_at (db/silence-queries.ts). */
