@@ -10,7 +10,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AlertKind } from '../src/alert.js';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { createSilence, removeSilence } from '../src/db/silence-queries.js';
-import { loadStatus } from '../src/db/status.js';
+import { loadStatus, StatusReader, type StatusReport } from '../src/db/status.js';
+import { HealthState } from '../src/health/state.js';
+import { Metrics } from '../src/http/metrics.js';
+import { HealthServer } from '../src/http/server.js';
 import { DatabaseAlerts } from '../src/escalate/database-alerts.js';
 import { Escalator, type Failure } from '../src/escalate/escalator.js';
 import { WebhookNotifier } from '../src/escalate/notifier.js';
@@ -95,6 +98,17 @@ describe('silences in the escalation', () => {
     const report = await loadStatus(pool, { since: new Date(Date.now() - 3_600_000) });
     expect(report.realms.find((r) => r.realmId === R)?.alerts).toEqual([expect.objectContaining({ kind: 'quickbooks_api', silenced: true, silenceId: s.id })]);
     expect(report.silences).toEqual([expect.objectContaining({ id: s.id, realmId: R, kind: null, reason: 'Intuit maintenance', createdBy: 'alice' })]);
+    // GET /status serves the same document.
+    const state = new HealthState();
+    const server = new HealthServer(state, new Metrics(state), { healthToken: undefined, refreshTokenWarnDays: 14, version: 'test', status: new StatusReader(db.url, capture.log) }, capture.log);
+    try {
+      const { port } = await server.listen('127.0.0.1', 0);
+      const served = (await (await fetch(`http://127.0.0.1:${port}/status?since=1h`)).json()) as StatusReport;
+      expect(served.realms.find((r) => r.realmId === R)?.alerts).toEqual([expect.objectContaining({ silenced: true, silenceId: s.id })]);
+      expect(served.silences).toEqual([expect.objectContaining({ id: s.id, realmId: R })]);
+    } finally {
+      await server.close();
+    }
     // Nothing reached the webhook, while an unsilenced realm's alert written after it did.
     await control(e, '9100000091');
     expect(received(R)).toEqual([]);
