@@ -159,6 +159,11 @@ describe('npm run demo', () => {
     expect(doc.checks['quickbooks:connection']).toEqual([expect.objectContaining({ componentId: '9341453050', status: 'pass' })]);
 
     const out = running.output();
+    // The dashboard's URL comes first, and the page is served.
+    const banner = out.slice(out.indexOf('demo | Dashboard: '));
+    expect(banner).toMatch(new RegExp(`^demo \\| Dashboard: http://127\\.0\\.0\\.1:${port}/ `));
+    expect(banner.indexOf('/health')).toBeGreaterThan(0);
+    expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(200);
     expect(out).toContain(`http://127.0.0.1:${port}/health`);
     expect(out).toContain(`http://127.0.0.1:${port}/metrics`);
     printedOutage = `curl -X POST 'http://127.0.0.1:${pinned.SIM_PORT}/_sim/scenario?name=outage'`;

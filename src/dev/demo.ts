@@ -154,8 +154,11 @@ function banner(opts: { schedule: string; health: string; sim: Simulator; envFil
   const scenario = (name: string): string => `curl -X POST '${opts.sim.url}/_sim/scenario?name=${name}'`;
   return [
     '',
+    `Dashboard: ${opts.health}/   (open it in a browser; it follows every scenario below within seconds)`,
+    '',
     `The monitor is up; it probes realm ${DEMO_REALM} on "${opts.schedule}" (the simulator, never Intuit).`,
     '',
+    `  dashboard ${opts.health}/`,
     `  health    ${opts.health}/health          (also /health/ready, /health/live)`,
     `  metrics   ${opts.health}/metrics`,
     `  status    ${opts.health}/status   or   ${cli} status`,
