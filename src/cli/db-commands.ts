@@ -4,6 +4,7 @@ import { createPool, withClient, type Pool } from '../db/pool.js';
 import { describeBlocker, planAdoption } from '../db/adopt.js';
 import { migrate, migrationStatus, MIGRATIONS_DIR } from '../db/migrate.js';
 import { describeProblem, verifySchema } from '../db/verify.js';
+import { describeIncompleteRollups, rollupCoverage } from '../db/rollup-rebuild.js';
 import { ExitCode, OperatorError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { pino } from 'pino';
@@ -64,6 +65,9 @@ export const migrateCommand: Command = {
         writeLine(io.stdout, io.secrets, `warning: the database has migration ${u.version}_${u.name}, which this release does not know`);
       }
       writeLine(io.stdout, io.secrets, 'schema verified: it matches the code');
+      // After an upgrade that brought the rollups, or an adoption: say what the dashboard misses.
+      const rollups = await rollupCoverage(pool);
+      if (rollups.incomplete) writeLine(io.stdout, io.secrets, `note: ${describeIncompleteRollups(rollups)}`);
       return ExitCode.ok;
     }),
 };
