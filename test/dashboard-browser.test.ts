@@ -19,13 +19,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deadlineSignal } from '../src/deadline.js';
 import { insertAlertEvent } from '../src/db/incident-queries.js';
-import { IntuitOAuth } from '../src/quickbooks/oauth.js';
 import { startSimulator, type Simulator } from '../src/simulator/simulator.js';
 import { runQbhealth } from './support/cli.js';
 import { daemonEnv, spawnDaemon, type RunningDaemon } from './support/daemon.js';
-import { CLIENT_ID, CLIENT_SECRET, migratedDatabase, monitor, simulatorEnv } from './support/qbo.js';
+import { CLIENT_ID, CLIENT_SECRET, migratedDatabase, simulatorEnv } from './support/qbo.js';
+import { connectRealms } from './support/realms.js';
 import type { TestDatabase } from './support/db.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -63,24 +62,10 @@ let base: string;
 /** What went wrong in the page, collected for the final assertion. */
 const problems: string[] = [];
 
-async function seedRealm(realmId: string, company: string): Promise<void> {
-  const m = monitor(db, { tokenUrl: sim.tokenUrl, revokeUrl: sim.revokeUrl, apiBaseUrl: sim.url });
-  const oauth = new IntuitOAuth({
-    clientId: CLIENT_ID,
-    clientSecret: CLIENT_SECRET,
-    environment: 'sandbox',
-    redirectUri: 'http://localhost:8080/oauth/callback',
-    tokenUrl: sim.tokenUrl,
-    revokeUrl: sim.revokeUrl,
-  });
-  try {
-    const refreshToken = sim.addRealm(realmId, company);
-    await m.store.save(realmId, 'sandbox', await oauth.refresh(refreshToken, deadlineSignal(10_000)));
-    // The name earlier probes read from CompanyInfo (the revoked realm is never probed successfully again).
-    await db.query('UPDATE quickbooks_oauth_tokens SET company_name = $2 WHERE realm_id = $1', [realmId, company]);
-  } finally {
-    await m.close();
-  }
+/** Connected, with the name earlier probes read from CompanyInfo (the revoked realm is never probed successfully again). */
+async function seedRealms(companies: ReadonlyArray<readonly [string, string]>): Promise<void> {
+  await connectRealms(db, sim, companies);
+  for (const [realmId, company] of companies) await db.query('UPDATE quickbooks_oauth_tokens SET company_name = $2 WHERE realm_id = $1', [realmId, company]);
 }
 
 /**
@@ -149,9 +134,11 @@ beforeAll(async () => {
   }
   db = await migratedDatabase();
   sim = await startSimulator({ host: '127.0.0.1', clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
-  await seedRealm(HEALTHY, HEALTHY_NAME);
-  await seedRealm(THROTTLED, THROTTLED_NAME);
-  await seedRealm(REVOKED, REVOKED_NAME);
+  await seedRealms([
+    [HEALTHY, HEALTHY_NAME],
+    [THROTTLED, THROTTLED_NAME],
+    [REVOKED, REVOKED_NAME],
+  ]);
   await seedHistory(HEALTHY, { from: outageStart, to: outageEnd, status: 'fail', code: 'server_error', http: 503, error: 'Intuit answered 503' });
   // Throttled since 6 hours ago (or since midnight UTC, if that is later): today's bar shows it.
   await seedHistory(THROTTLED, { from: Math.max(today, now - 6 * 60 * MIN), to: now, status: 'warn', code: 'throttled', http: 429, error: 'Intuit answered 429 (throttled)' });

@@ -12,6 +12,7 @@ import { HealthServer } from '../src/http/server.js';
 import { CONTENT_SECURITY_POLICY, escapeHtml } from '../src/http/dashboard.js';
 import type { DashboardData } from '../src/http/dashboard-json.js';
 import type { ProbeResult } from '../src/probe-result.js';
+import { createSilence, removeSilence } from '../src/db/silence-queries.js';
 import { LogEvent } from '../src/log.js';
 import { freePort } from '../src/dev/embedded-postgres.js';
 import { captureLog, type CapturedLog } from './support/log.js';
@@ -241,6 +242,20 @@ describe('data from PostgreSQL', () => {
     const page = await (await fetch(`${base}/`)).text();
     expect(page).not.toContain('pwned');
     expect(page).not.toContain('onerror');
+  });
+
+  it('a realm a silence covers is shown silenced, with its state beneath and the silence listed', async () => {
+    const silence = await createSilence(db.client, { realmId: REALM_B, kind: null, durationMs: 2 * 3_600_000, reason: 'Intuit maintenance <b>window</b>', createdBy: 'ops' });
+    try {
+      const { base } = await serve({ status: reader(db.url, captureLog('debug')) });
+      const data = (await (await fetch(`${base}/dashboard/data`)).json()) as DashboardData;
+      expect(data.realms.find((r) => r.realmId === REALM_B)).toMatchObject({ badge: 'silenced', state: 'fail', silencedUntil: silence.endsAt });
+      // A passing realm is not shown silenced by a silence of another.
+      expect(data.realms.find((r) => r.realmId === REALM_A)).toMatchObject({ badge: 'pass', silencedUntil: null });
+      expect(data.silences).toEqual([expect.objectContaining({ id: silence.id, realmId: REALM_B, kind: null, reason: 'Intuit maintenance <b>window</b>', createdBy: 'ops' })]);
+    } finally {
+      await removeSilence(db.client, silence.id, 'ops');
+    }
   });
 
   it('escapes what the server writes into HTML', () => {

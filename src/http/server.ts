@@ -5,7 +5,8 @@
  * shows only its status to callers without `Authorization: Bearer <token>`, and `/metrics`
  * answers 401. No secret and no raw Intuit body is ever in a response: realm entries carry our
  * own scrubbed error messages. `/health/ready` names the failing check but never PostgreSQL's own
- * words (they name hosts, users and databases) unless the caller holds HEALTH_TOKEN.
+ * words (they name hosts, users and databases) unless the caller holds HEALTH_TOKEN. `GET /` and
+ * `/dashboard/*`, the dashboard, are answered by http/dashboard.ts.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';

@@ -14,10 +14,8 @@ export interface Fixture {
   close(): Promise<void>;
 }
 
-/** A migrated database with `count` realms connected to a fresh simulator (tokens refreshed once, stored encrypted). */
-export async function realmsFixture(count: number, simOptions: { slowMs?: number } = {}): Promise<Fixture> {
-  const db = await migratedDatabase();
-  const sim = await startSimulator({ host: '127.0.0.1', clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, ...simOptions });
+/** Registers each company with the simulator and connects it: its tokens refreshed once and stored encrypted. */
+export async function connectRealms(db: TestDatabase, sim: Simulator, companies: ReadonlyArray<readonly [realmId: string, companyName: string]>): Promise<void> {
   const m = monitor(db, { tokenUrl: sim.tokenUrl, revokeUrl: sim.revokeUrl, apiBaseUrl: sim.url });
   const oauth = new IntuitOAuth({
     clientId: CLIENT_ID,
@@ -27,15 +25,26 @@ export async function realmsFixture(count: number, simOptions: { slowMs?: number
     tokenUrl: sim.tokenUrl,
     revokeUrl: sim.revokeUrl,
   });
-  const realms = Array.from({ length: count }, (_, i) => String(9_100_000_000 + i));
   try {
-    await forEachLimited(realms, 16, async (realmId) => {
-      const refreshToken = sim.addRealm(realmId, `Bench Company ${realmId}`);
+    await forEachLimited(companies, 16, async ([realmId, companyName]) => {
+      const refreshToken = sim.addRealm(realmId, companyName);
       await m.store.save(realmId, 'sandbox', await oauth.refresh(refreshToken, deadlineSignal(10_000)));
     });
   } finally {
     await m.close();
   }
+}
+
+/** A migrated database with `count` realms connected to a fresh simulator (tokens refreshed once, stored encrypted). */
+export async function realmsFixture(count: number, simOptions: { slowMs?: number } = {}): Promise<Fixture> {
+  const db = await migratedDatabase();
+  const sim = await startSimulator({ host: '127.0.0.1', clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, ...simOptions });
+  const realms = Array.from({ length: count }, (_, i) => String(9_100_000_000 + i));
+  await connectRealms(
+    db,
+    sim,
+    realms.map((realmId) => [realmId, `Bench Company ${realmId}`] as const),
+  );
   return {
     db,
     sim,
