@@ -126,38 +126,33 @@ export class DashboardRoutes {
     };
   }
 
-  /** Answers the dashboard's paths; false for any other path. */
-  async serve(req: IncomingMessage, res: ServerResponse, path: string): Promise<boolean> {
-    if (path !== '/' && path !== '/dashboard' && !path.startsWith('/dashboard/')) return false;
+  /** `/`, `/dashboard` and everything under `/dashboard/`: decided without a promise, so other routes pay nothing. */
+  owns(path: string): boolean {
+    return path === '/' || path === '/dashboard' || path.startsWith('/dashboard/');
+  }
+
+  /** Answers one of the dashboard's paths (see owns()). */
+  async serve(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     const method = req.method ?? 'GET';
     const read = method === 'GET' || method === 'HEAD';
-    if (path === '/dashboard/login' && method === 'POST') return this.login(req, res).then(() => true);
-    if (path === '/dashboard/logout' && method === 'POST') return (this.logout(req, res), true);
-    if (!read) {
-      this.send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n', { allow: path.startsWith('/dashboard/log') ? 'POST' : 'GET, HEAD' });
-      return true;
-    }
+    if (path === '/dashboard/login' && method === 'POST') return this.login(req, res);
+    if (path === '/dashboard/logout' && method === 'POST') return this.logout(req, res);
+    if (!read) return this.send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n', { allow: path.startsWith('/dashboard/log') ? 'POST' : 'GET, HEAD' });
     switch (path) {
       case '/':
-        if (!this.gate.admits(req)) this.send(res, 401, HTML, loginPage(undefined), { 'www-authenticate': WWW_AUTHENTICATE });
-        else this.sendAsset(req, res, this.assets.page, 'no-store');
-        return true;
+        if (!this.gate.admits(req)) return this.send(res, 401, HTML, loginPage(undefined), { 'www-authenticate': WWW_AUTHENTICATE });
+        return this.sendAsset(req, res, this.assets.page, 'no-store');
       case '/dashboard':
       case '/dashboard/':
-        this.send(res, 302, 'text/plain; charset=utf-8', 'the dashboard is at /\n', { location: '/' });
-        return true;
+        return this.send(res, 302, 'text/plain; charset=utf-8', 'the dashboard is at /\n', { location: '/' });
       case '/dashboard/app.js':
-        this.sendAsset(req, res, this.assets.script, 'no-cache');
-        return true;
+        return this.sendAsset(req, res, this.assets.script, 'no-cache');
       case '/dashboard/app.css':
-        this.sendAsset(req, res, this.assets.style, 'no-cache');
-        return true;
+        return this.sendAsset(req, res, this.assets.style, 'no-cache');
       case '/dashboard/data':
-        await this.serveData(req, res);
-        return true;
+        return this.serveData(req, res);
       default:
-        this.send(res, 404, 'text/plain; charset=utf-8', 'not found\n');
-        return true;
+        return this.send(res, 404, 'text/plain; charset=utf-8', 'not found\n');
     }
   }
 

@@ -578,7 +578,7 @@ export class HealthServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     // The dashboard answers its own methods (its sign-in form posts).
-    if (await this.dashboard.serve(req, res, path)) return;
+    if (this.dashboard.owns(path)) return this.dashboard.serve(req, res, path);
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       return send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n', { allow: 'GET, HEAD' });
     }
