@@ -25,6 +25,7 @@ import { escalateOutcome, stalledSummary, tokenUnreadableSummary } from '../esca
 import { coerceError, ExitCode, OperatorError } from '../errors.js';
 import { DeadMansSwitch } from '../fleet/dead-mans-switch.js';
 import { Membership, memberIdOf } from '../fleet/membership.js';
+import { shareOf } from '../fleet/share.js';
 import { FleetWatch } from '../fleet/watch.js';
 import { HealthState } from '../health/state.js';
 import { HealthServer } from '../http/server.js';
@@ -107,6 +108,8 @@ export class Daemon {
     this.escalator = new Escalator(this.pool, log, { ...escalation, instanceId: memberId, notify: this.notifier.configured });
     this.dbAlerts = new DatabaseAlerts(this.notifier, log, { ...escalation, instanceId });
     this.outbox = new OutboxDeliverer(this.pool, this.notifier, log, { instanceId: memberId });
+    // The member's own database and schema alerts honour the silences the outbox last read.
+    this.dbAlerts.silences = this.outbox.silences;
     this.escalator.onNotified = () => this.outbox.poke();
     this.recorder = new Recorder(
       this.pool,
@@ -132,6 +135,7 @@ export class Daemon {
     this.fleetWatch.onGone = (realmId) => this.forgetRealm(realmId);
     this.state.viewMaxAgeMs = 3 * config.fleetHeartbeatMs;
     const periodMs = schedulePeriodMs(config.probeSchedule);
+    const dueAfterMs = Math.round(periodMs * DUE_SHARE);
     this.cycleRunner = new ProbeCycle(
       this.pool,
       this.prober,
@@ -149,13 +153,12 @@ export class Daemon {
           this.state.spoolPending = this.spool.pending;
         },
         forget: (realmId) => this.forgetRealm(realmId),
-        knownRealms: () => [...this.state.expected.keys()],
-        lastProbedHere: () => [...this.state.realms.values()].filter((r) => r.probedBy === memberId),
+        offlineShare: () => this.offlineShare(memberId, dueAfterMs),
         databaseFailed: (err) => this.noteDbOutcome(describeDbFailure(err, 'read')),
         shuttingDown: () => this.state.shuttingDown,
       },
       log,
-      { instanceId: memberId, batch: config.probeConcurrency, dueAfterMs: Math.round(periodMs * DUE_SHARE), leaseMs: config.fleetMemberTtlMs },
+      { instanceId: memberId, batch: config.probeConcurrency, dueAfterMs, leaseMs: config.fleetMemberTtlMs },
     );
     this.membership.probing = () => this.cycleRunner.probing();
     this.scheduler = new Scheduler(config.probeSchedule, this.state, (outcome) => this.metrics.ticks.inc({ outcome }), log, {
@@ -385,6 +388,19 @@ export class Daemon {
       this.escalator.fail(u.realmId, 'quickbooks_auth', { severity: 'critical', immediate: true, summary: tokenUnreadableSummary(u.realmId), lastError: u.error });
     }
     await this.escalator.persist();
+  }
+
+  /**
+   * What this member probes while PostgreSQL hands out no work: its share of the realms it knows of,
+   * divided among the members it last saw live (fleet/share.ts), less realms whose last result is
+   * not due again. Before it has read the members it knows no division, and takes every realm.
+   */
+  private offlineShare(memberId: string, dueAfterMs: number): string[] {
+    const known = [...this.state.expected.keys()];
+    const members = this.membership.status?.members;
+    const share = members === undefined ? known : shareOf(known, members.filter((m) => m.live).map((m) => m.instanceId), memberId);
+    const dueBy = Date.now() - dueAfterMs;
+    return share.filter((realmId) => (this.state.realms.get(realmId)?.observedAt ?? -Infinity) <= dueBy);
   }
 
   /** A realm deleted from the token table or disconnected: no probes, no metrics series, its alerts resolved. */

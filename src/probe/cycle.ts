@@ -7,10 +7,9 @@
  * neither could take it) stops the cycle and is rethrown.
  *
  * When PostgreSQL cannot be asked for work, no coordination is possible: this member probes its
- * share, the realms it claimed in its last coordinated cycle and those it probed that were not due
- * again by that cycle's end, so that their results are spooled and the database alert is raised,
- * and coordination resumes once PostgreSQL answers. The members' shares cover every realm once a
- * period. Only a member that has not completed a coordinated cycle yet probes every realm it knows of.
+ * share (CycleHooks.offlineShare: the realms divided among the members it last saw, alike on each of
+ * them), so that their results are spooled and the database alert is raised, and coordination
+ * resumes once PostgreSQL answers.
  */
 import { isDatabaseUnavailable, isSchemaGap, isSqlError } from '../db/pool.js';
 import type { Lease } from '../db/fleet-queries.js';
@@ -25,10 +24,11 @@ export interface CycleHooks {
   observe(outcome: ProbeOutcome): void;
   /** Durable: in the database or the spool. Rejects only when neither could take it (fatal). */
   record(result: ProbeResult): Promise<void>;
-  /** Every realm this member knows to be monitored (the fleet's last view), for probing without coordination before its first coordinated cycle. */
-  knownRealms(): string[];
-  /** The realms whose last result (in the fleet's view as this member last read it) it took itself, and when it got each (this host's clock). */
-  lastProbedHere(): Array<{ readonly realmId: string; readonly observedAt: number }>;
+  /**
+   * What this member probes while PostgreSQL cannot hand out work: its share of the realms it knows
+   * of, less those whose last result is not due again yet.
+   */
+  offlineShare(): string[];
   /** A realm disconnected while it was probed. */
   forget(realmId: string): void;
   /** A database failure while coordinating (claiming, ending leases): counted towards the database alert. */
@@ -48,10 +48,6 @@ export interface CycleSummary {
 }
 
 export class ProbeCycle {
-  /** The realms this member claimed in its last coordinated cycle. */
-  private lastHeld: string[] = [];
-  /** When (this host's clock) its last coordinated cycle's final claim found nothing more due; undefined before the first. */
-  private lastCycleEnd: number | undefined;
   private readonly finisher: LeaseFinisher;
   private readonly repeats = new RepeatLimiter();
 
@@ -140,8 +136,6 @@ export class ProbeCycle {
       const failed = slots.find((s): s is PromiseRejectedResult => s.status === 'rejected');
       if (failed) throw failed.reason;
       this.repeats.clear('claim');
-      this.lastHeld = queue.claimed.map((l) => l.realmId);
-      this.lastCycleEnd = Date.now();
     } catch (err) {
       // Any refusal of PostgreSQL's (unreachable, read-only, a missing table, a timeout) ends coordination for this cycle.
       if (!isDatabaseUnavailable(err) && !isSchemaGap(err) && !isSqlError(err)) throw err;
@@ -150,24 +144,16 @@ export class ProbeCycle {
       if (this.hooks.shuttingDown()) await queue.releaseUnstarted().catch((err: unknown) => this.finisher.onError(err));
     }
     if (coordinationFailure !== undefined) {
-      // PostgreSQL cannot hand out work: the realms held last are probed without coordination.
+      // PostgreSQL cannot hand out work: this member's share is probed without coordination (less
+      // what this cycle claimed before the failure).
       uncoordinated = true;
       const started = new Set(queue.claimed.map((l) => l.realmId));
-      // A member that has never coordinated (it has just started) probes every realm it knows of.
-      // Its share: what it claimed in its last coordinated cycle, and the realms it probed itself
-      // that were not due yet when that cycle's last claim came back empty (probed late in the
-      // cycle before: nobody claimed them since, and nobody will probe them while PostgreSQL is away).
-      const end = this.lastCycleEnd;
-      const held =
-        end === undefined
-          ? this.hooks.knownRealms()
-          : [...new Set([...this.lastHeld, ...this.hooks.lastProbedHere().filter((r) => r.observedAt > end - this.opts.dueAfterMs).map((r) => r.realmId)])];
-      const rest = held.filter((id) => !started.has(id));
+      const rest = this.hooks.offlineShare().filter((id) => !started.has(id));
       const admitted = this.repeats.admit('claim');
       if (admitted) {
         this.log.warn(
           { event: LogEvent.leaseClaimFailed, err: coordinationFailure, realms: rest.length, instance: this.opts.instanceId, ...admitted },
-          `cannot claim realms from PostgreSQL; probing the ${rest.length} realm(s) this member held last, without coordination, until it answers (repeats are counted, not logged, for a minute)`,
+          `cannot claim realms from PostgreSQL; probing this member's share of the realms (${rest.length} due now), without coordination, until it answers (repeats are counted, not logged, for a minute)`,
         );
       }
       this.hooks.databaseFailed(coordinationFailure);

@@ -14,6 +14,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { freePort, startEmbeddedPostgres, type RunningPostgres } from '../../src/dev/embedded-postgres.js';
+import { shareOf } from '../../src/fleet/share.js';
 import { ProbeCycle, type CycleHooks } from '../../src/probe/cycle.js';
 import type { Prober } from '../../src/probe/prober.js';
 import { startSimulator, type Simulator } from '../../src/simulator/simulator.js';
@@ -204,15 +205,18 @@ describe('PostgreSQL restarted under three members (a server of its own)', () =>
       const outageFrom = fleet.map((m) => m.d.lines.length);
       await server?.stop();
       server = undefined;
-      // Every member spools and raises its own database alert, sent directly.
-      await Promise.all(fleet.map((m) => m.d.waitFor('spool.appended', { timeoutMs: 2 * PERIOD_MS })));
+      const outageAt = Date.now();
+      // The members spool their shares, and each raises its own database alert, sent directly.
+      await until('results spooled', () => fleet.some((m) => m.d.events('spool.appended').length > 0), 2 * PERIOD_MS);
       await until('a database alert from every member', () => new Set(hook.accepted().filter((b) => b.kind === 'database' && b.event === 'alert.raised').map((b) => b.instance)).size === 3, 4 * PERIOD_MS);
       // Down for three periods (every realm is stalled by then, as far as the database can tell),
       // and back just after a cycle, so that the members settle well before the next one.
       const uncoordinated = (m: Member, i: number): number => m.d.lines.slice(outageFrom[i]).filter((l) => l.event === 'scheduler.cycle_completed' && l.uncoordinated === true).length;
       await until('three periods without PostgreSQL', () => fleet.every((m, i) => uncoordinated(m, i) >= 3), 5 * PERIOD_MS);
+      const restartAt = Date.now();
       await startPg();
-      await Promise.all(fleet.map((m) => m.d.waitFor('spool.replayed', { where: (l) => Number(l.count) > 0, timeoutMs: 30_000 })));
+      const spooled = fleet.filter((m) => m.d.events('spool.appended').length > 0);
+      await Promise.all(spooled.map((m) => m.d.waitFor('spool.replayed', { where: (l) => Number(l.count) > 0, timeoutMs: 30_000 })));
       await until('every database alert resolved', () => new Set(hook.accepted().filter((b) => b.kind === 'database' && b.event === 'alert.resolved').map((b) => b.instance)).size === 3, 20_000);
       // Coordinated again for a few periods (long enough for a false member-down or stall alert to show).
       await moreCycles(fleet, 2, 3 * PERIOD_MS);
@@ -232,6 +236,9 @@ describe('PostgreSQL restarted under three members (a server of its own)', () =>
       await expectNothingLost(query, fleet.map((m) => m.env.SPOOL_DIR as string), fleet.map((m) => m.d), true);
       const rows = await healthRows(query);
       expect(closeResults(rows, (r) => r.checkedAt, 500), 'a realm probed twice within half a period').toEqual([]);
+      // The members' shares covered every realm while PostgreSQL was away (three periods and more).
+      const duringOutage = rows.filter((r) => r.checkedAt > outageAt && r.checkedAt < restartAt);
+      for (const realm of REALMS) expect(duringOutage.filter((r) => r.realmId === realm).length, `${realm}: results without PostgreSQL`).toBeGreaterThanOrEqual(2);
       // Probed without coordination, each member kept to the realms it held last: no realm probed by two at once.
       expect(overlappingProbes(fleet.flatMap((m) => probeSpans(m.d, m.id)))).toEqual([]);
       expectNoSecrets(fleet.map((m) => m.d), [...sim.issuedTokens(), PASSWORD]);
@@ -242,51 +249,65 @@ describe('PostgreSQL restarted under three members (a server of its own)', () =>
   }, 150_000);
 });
 
-describe('PostgreSQL away: what a member probes without coordination (the probe cycle against a real database)', () => {
-  it('its share: the realms of its last coordinated cycle and those it probed that were not due again; none when it took none (the others were quicker); every realm it knows of before its first coordinated cycle', async () => {
+describe('PostgreSQL away: what a member probes without coordination', () => {
+  it('the realms are divided among the members last seen live alike on every member: each realm falls to exactly one, and a member leaving moves only its own', () => {
+    const realms = Array.from({ length: 900 }, (_, i) => String(9130370000 + i));
+    const members = ['host-a:8080#101', 'host-b:8080#202', 'host-c:8080#303'];
+    const shares = members.map((m) => shareOf(realms, members, m));
+    // Computed on each member (a differently ordered list) the division is the same.
+    expect(shareOf(realms, [...members].reverse(), members[0] as string)).toEqual(shares[0]);
+    expect(shares.flat().sort()).toEqual([...realms].sort());
+    for (const share of shares) expect(share.length, 'an uneven division').toBeGreaterThan(200);
+    // Member c gone: a and b keep what they had and take c's between them.
+    const left = members.slice(0, 2);
+    for (const [i, m] of left.entries()) {
+      const now = shareOf(realms, left, m);
+      expect(now.filter((r) => !(shares[i] as string[]).includes(r)).every((r) => (shares[2] as string[]).includes(r))).toBe(true);
+      expect((shares[i] as string[]).every((r) => now.includes(r))).toBe(true);
+    }
+    // A member not yet in the list it last read counts itself.
+    expect(shareOf(realms, members.slice(1), members[0] as string)).toEqual(shares[0]);
+  });
+
+  it('a cycle whose claims PostgreSQL refuses, even after some succeeded, probes its share once and no realm it claimed before the refusal (the probe cycle against a real database)', async () => {
     const db = await migratedDatabase();
     const pool = createPool({ databaseUrl: db.url, applicationName: 'test', max: 4 }, quiet);
     try {
-      const realms = ['9130370001', '9130370002', '9130370003', '9130370004'];
+      const realms = ['9130370001', '9130370002', '9130370003', '9130370004', '9130370005', '9130370006'];
       await db.query(`INSERT INTO quickbooks_oauth_tokens (realm_id, environment, refresh_token_enc) SELECT id, 'sandbox', 'x' FROM unnest($1::text[]) AS id`, [realms]);
-      let away = false;
-      // The members' pool: PostgreSQL refusing connections once `away`.
+      // PostgreSQL refuses connections after `answers` more queries.
+      let answers = Infinity;
       const flaky = {
-        query: (...args: unknown[]) => (away ? Promise.reject(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' })) : (pool.query as (...a: unknown[]) => Promise<unknown>)(...args)),
+        query: (...args: unknown[]) =>
+          answers-- <= 0 ? Promise.reject(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' })) : (pool.query as (...a: unknown[]) => Promise<unknown>)(...args),
       } as unknown as Pool;
-      const member = (id: string): { cycle: ProbeCycle; probed: string[] } => {
-        const probed: string[] = [];
-        const prober = {
-          probe: async (realmId: string) => {
-            probed.push(realmId);
-            return { result: { probeId: randomUUID(), realmId, checkedAt: new Date(), connected: true, status: 'pass', errorCode: 'ok', error: undefined, httpStatus: 200, latencyMs: 1, intuitTid: undefined, refreshTokenExpiresAt: undefined, companyName: undefined } };
-          },
-        } as unknown as Prober;
-        // The realms whose last result this member took (the daemon reads them from the fleet's view).
-        const mine = new Map<string, number>();
-        const hooks: CycleHooks = {
-          observe: (o) => void mine.set(o.result.realmId, Date.now()),
-          record: async () => undefined,
-          knownRealms: () => realms,
-          lastProbedHere: () => [...mine].map(([realmId, observedAt]) => ({ realmId, observedAt })),
-          forget: () => undefined,
-          databaseFailed: () => undefined,
-          shuttingDown: () => false,
-        };
-        return { cycle: new ProbeCycle(flaky, prober, hooks, quiet, { instanceId: id, batch: 2, dueAfterMs: 60_000, leaseMs: 5000 }), probed };
+      const probed: string[] = [];
+      const prober = {
+        probe: async (realmId: string) => {
+          probed.push(realmId);
+          return { result: { probeId: randomUUID(), realmId, checkedAt: new Date(), connected: true, status: 'pass', errorCode: 'ok', error: undefined, httpStatus: 200, latencyMs: 1, intuitTid: undefined, refreshTokenExpiresAt: undefined, companyName: undefined } };
+        },
+      } as unknown as Prober;
+      const share = realms.slice(0, 4);
+      let failures = 0;
+      const hooks: CycleHooks = {
+        observe: () => undefined,
+        record: async () => undefined,
+        offlineShare: () => share,
+        forget: () => undefined,
+        databaseFailed: () => void failures++,
+        shuttingDown: () => false,
       };
-      const [a, b, fresh] = [member('a#1'), member('b#2'), member('c#3')];
-      // A takes every due realm; then nothing is due for B.
-      expect(await a.cycle.run()).toMatchObject({ realms: 4, uncoordinated: false });
-      expect(await b.cycle.run()).toMatchObject({ realms: 0, uncoordinated: false });
-      away = true;
-      a.probed.length = 0;
-      expect(await a.cycle.run()).toMatchObject({ realms: 4, uncoordinated: true });
-      expect([...a.probed].sort()).toEqual(realms);
-      // B's share was none: probing every realm again would double A's.
-      expect(await b.cycle.run()).toMatchObject({ realms: 0, uncoordinated: true });
-      // A member that never coordinated has no share to keep: it probes what it knows of.
-      expect(await fresh.cycle.run()).toMatchObject({ realms: 4, uncoordinated: true });
+      // Batches of one, on one slot: the sync and the first claim answer, then PostgreSQL is gone.
+      const cycle = new ProbeCycle(flaky, prober, hooks, quiet, { instanceId: 'a#1', batch: 1, dueAfterMs: 60_000, leaseMs: 5000 });
+      answers = 2;
+      const summary = await cycle.run();
+      expect(summary).toMatchObject({ uncoordinated: true });
+      expect(failures).toBeGreaterThan(0);
+      const claimed = probed[0] as string;
+      // The claimed realm once, then the rest of the share, each once.
+      expect(probed.slice(1).sort()).toEqual(share.filter((r) => r !== claimed).sort());
+      expect(new Set(probed).size).toBe(probed.length);
     } finally {
       await pool.end();
       await db.drop();
