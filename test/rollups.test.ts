@@ -234,7 +234,10 @@ describe('rebuild, pruning and retention', () => {
     ]);
     expect(await normalized(db)).toEqual(recorded);
     expect(capture.byEvent('rollup.rebuilt')).toHaveLength(3);
-    // Again, over the rollups it just wrote: the same.
+    // Again, over rollups gone wrong (doubled, an extra period): put right, the others untouched.
+    // (Not the first day: it begins before the oldest raw row, so a rebuild only fills it when empty.)
+    await db.query(`UPDATE quickbooks_health_rollup_day SET probes = probes * 2, failures = '{}' WHERE realm_id = '502' AND period_start > '2026-11-18T00:00:00Z'`);
+    await db.query(`INSERT INTO quickbooks_health_rollup_halfhour (realm_id, period_start, probes) VALUES ('502', '2026-11-19T10:00:00Z', 1) ON CONFLICT (realm_id, period_start) DO UPDATE SET probes = 1`);
     await rebuildRollups(pool, quiet, { realmIds: ['502'] });
     expect(await normalized(db)).toEqual(recorded);
   });
@@ -302,6 +305,7 @@ describe('schema, command and configuration', () => {
 
   it('`qbhealth rollup` says when raw history is missing from the rollups (exit 1), `--rebuild` fills them (one line per realm), then exit 0; the daemon check warns until then', async () => {
     // History from before the rollups existed: raw rows only, as an upgrade or an adoption leaves them.
+    await db.query('TRUNCATE quickbooks_connection_health, quickbooks_health_rollup_halfhour, quickbooks_health_rollup_day');
     await db.query(
       `INSERT INTO quickbooks_connection_health (probe_id, realm_id, connected, status, error_code, latency_ms, checked_at)
        SELECT gen_random_uuid(), r::text, g % 10 <> 0, CASE WHEN g % 10 <> 0 THEN 'pass' ELSE 'fail' END,
@@ -314,6 +318,10 @@ describe('schema, command and configuration', () => {
     expect(await warnWhenRollupsIncomplete(pool, capture.log)).toMatchObject({ incomplete: true, rawFrom: new Date('2026-10-01T00:00:00Z') });
     expect(capture.byEvent('rollup.missing')).toEqual([expect.objectContaining({ level: 40, msg: expect.stringContaining('qbhealth rollup --rebuild') })]);
 
+    const migrated = await runQbhealth(['migrate'], env);
+    expect(migrated.code).toBe(0);
+    expect(migrated.stdout).toMatch(/^note: health history from 2026-10-01T00:00:00.000Z on is not in the rollups \(the rollups are empty\): .*`qbhealth rollup --rebuild`/m);
+
     const before = await runQbhealth(['rollup'], env);
     expect(before.code).toBe(1);
     expect(before.stdout).toContain('health history from 2026-10-01T00:00:00.000Z on is not in the rollups');
@@ -325,7 +333,7 @@ describe('schema, command and configuration', () => {
     expect(rebuilt.code).toBe(0);
     expect(rebuilt.stdout).toMatch(/^realm 701: 48 raw row\(s\) from 2026-10-01 to 2026-10-02 -> 2 day and 48 half-hour rollup\(s\) written$/m);
     expect(rebuilt.stdout).toMatch(/^realm 702: 48 raw row\(s\)/m);
-    expect(rebuilt.stdout).toMatch(/^rebuilt the rollups of 3 realm\(s\) from 97 raw row\(s\)/m);
+    expect(rebuilt.stdout).toMatch(/^rebuilt the rollups of 2 realm\(s\) from 96 raw row\(s\)/m);
     const day = await db.query<RollupRow>(`SELECT * FROM quickbooks_health_rollup_day WHERE realm_id = '701' ORDER BY period_start`);
     expect(day.rows.map((r) => [r.probes, r.up, r.failures])).toEqual([
       [24, 21, { network: 3 }],
