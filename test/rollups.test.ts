@@ -90,16 +90,27 @@ function mixedResults(): ProbeResult[] {
   return out;
 }
 
-describe('recording', () => {
-  let db: TestDatabase;
-  let pool: Pool;
+/** A migrated database and a pool on it for the enclosing describe block, dropped after it. */
+function migratedPerBlock(use: (db: TestDatabase, pool: Pool) => void): void {
+  let db: TestDatabase | undefined;
+  let pool: Pool | undefined;
   beforeAll(async () => {
     db = await migratedDatabase();
     pool = createPool({ databaseUrl: db.url, applicationName: 'test' }, quiet);
+    use(db, pool);
   });
   afterAll(async () => {
     await pool?.end();
     await db?.drop();
+  });
+}
+
+describe('recording', () => {
+  let db: TestDatabase;
+  let pool: Pool;
+  migratedPerBlock((d, p) => {
+    db = d;
+    pool = p;
   });
 
   it('adds each recorded result to its realm\'s half hour and UTC day: probes, up, throttled, failures by error_code, latency buckets', async () => {
@@ -195,9 +206,11 @@ describe('rebuild, pruning and retention', () => {
   let pool: Pool;
   const START = Date.parse('2026-11-18T21:05:00Z');
   const NOW = new Date('2026-11-24T12:00:00Z');
+  migratedPerBlock((d, p) => {
+    db = d;
+    pool = p;
+  });
   beforeAll(async () => {
-    db = await migratedDatabase();
-    pool = createPool({ databaseUrl: db.url, applicationName: 'test' }, quiet);
     // Three realms, three days and a half, a probe every 5 minutes, recorded as the daemon and
     // its spool write them: one at a time, in batches, some twice.
     const codes = ['ok', 'ok', 'ok', 'throttled', 'ok', 'server_error', 'ok', 'ok', 'timeout', 'ok', 'ok'] as const;
@@ -215,10 +228,6 @@ describe('rebuild, pruning and retention', () => {
       if (n % 5 === 0) await insertProbeResults(pool, [...batch, ...all.slice(0, 2)]); // replayed: nothing new
       written += size;
     }
-  });
-  afterAll(async () => {
-    await pool?.end();
-    await db?.drop();
   });
 
   it('rebuilding from the raw rows gives what recording added up, into empty rollups and over existing ones, in chunks', async () => {
@@ -275,13 +284,9 @@ describe('rebuild, pruning and retention', () => {
 describe('schema, command and configuration', () => {
   let db: TestDatabase;
   let pool: Pool;
-  beforeAll(async () => {
-    db = await migratedDatabase();
-    pool = createPool({ databaseUrl: db.url, applicationName: 'test' }, quiet);
-  });
-  afterAll(async () => {
-    await pool?.end();
-    await db?.drop();
+  migratedPerBlock((d, p) => {
+    db = d;
+    pool = p;
   });
 
   it('a missing rollup table is a schema gap: verifySchema names it, recording fails as one (run `qbhealth migrate`), migrate restores it', async () => {
