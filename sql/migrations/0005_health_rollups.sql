@@ -5,9 +5,9 @@
 -- `qbhealth rollup --rebuild`; pruned after ROLLUP_RETENTION_DAYS, not with the raw rows.
 --
 -- The latency sketch is a sparse log-scale histogram: bucket b holds latencies in
--- [1.04^b, 1.04^(b+1)) ms, latency_buckets the buckets that have probes (ascending) and
--- latency_counts their counts, so sketches merge by adding counts per bucket and a percentile read
--- from merged buckets is within 2 % of the true one.
+-- [1.04^b, 1.04^(b+1)) ms, latency_buckets the buckets that have probes (distinct, in no
+-- particular order) and latency_counts their counts, so sketches merge by adding counts per bucket
+-- and a percentile read from merged buckets is within 2 % of the true one.
 --
 -- Idempotent, like 0001: tables created with their key only, every other column added
 -- "IF NOT EXISTS", so re-running the file restores a dropped column.
