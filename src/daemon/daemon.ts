@@ -13,6 +13,7 @@ import { connectionFailure, createPool, isDatabaseUnavailable, withClient, type 
 import { describeDbFailure } from '../db/failure.js';
 import { migrate, migrationStatus } from '../db/migrate.js';
 import { pruneHistory } from '../db/prune.js';
+import { warnWhenRollupsIncomplete } from '../db/rollup-rebuild.js';
 import { pruneOutbox } from '../db/alert-queries.js';
 import { StatusReader } from '../db/status.js';
 import { describeProblem, verifySchema } from '../db/verify.js';
@@ -224,6 +225,8 @@ export class Daemon {
       throw new SchemaMismatchError(`the database schema does not match this release:\n  ${lines.join('\n  ')}\nRun \`qbhealth migrate\` (or start with MIGRATE_ON_START=true)`, lines);
     }
     this.state.schema = { verified: true, error: undefined };
+    // History older than the rollups (an upgrade, an adoption) is named once: `qbhealth rollup --rebuild`.
+    await warnWhenRollupsIncomplete(this.pool, this.log);
 
     try {
       await this.spool.open();
@@ -429,7 +432,7 @@ export class Daemon {
 
   private async prune(): Promise<void> {
     try {
-      await pruneHistory(this.pool, this.config.historyRetentionDays, this.log);
+      await pruneHistory(this.pool, this.config.historyRetentionDays, this.log, { rollupRetentionDays: this.config.rollupRetentionDays });
       await pruneOutbox(this.pool, OUTBOX_RETENTION_DAYS);
     } catch (err) {
       this.log.error({ event: LogEvent.historyPruneFailed, err }, 'the daily history prune failed; it runs again tomorrow (or run `qbhealth prune`)');
