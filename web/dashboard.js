@@ -8,9 +8,9 @@
  * Each realm's card is kept between polls and only the parts whose data changed are redrawn, so a
  * bar that has the keyboard focus keeps it (and its tooltip) while the page updates.
  *
- * @typedef {import('../src/http/dashboard-json.js').DashboardData} DashboardData
- * @typedef {import('../src/http/dashboard-json.js').DashboardRealm} DashboardRealm
- * @typedef {import('../src/http/dashboard-json.js').DashboardAlert} DashboardAlert
+ * @typedef {import('../src/dashboard-model.js').DashboardData} DashboardData
+ * @typedef {import('../src/dashboard-model.js').DashboardRealm} DashboardRealm
+ * @typedef {import('../src/dashboard-model.js').DashboardAlert} DashboardAlert
  * @typedef {import('../src/dashboard-model.js').UptimeBar} UptimeBar
  * @typedef {import('../src/dashboard-model.js').LatencySummary} LatencySummary
  * @typedef {import('../src/dashboard-model.js').Incident} Incident

@@ -1,5 +1,5 @@
 /**
- * Assembles `GET /dashboard/data` (http/dashboard-json.ts) from two sources: what this member
+ * Assembles `GET /dashboard/data` (its shape in src/dashboard-model.ts) from two sources: what this member
  * knows now (HealthState: the newest results, open alerts, PostgreSQL, the spool, the fleet),
  * which is always there, and the stored part (db/dashboard-reads.ts), which may be a few seconds
  * old or missing while PostgreSQL is away. A pure function: the caller reads, caches and logs.
@@ -11,7 +11,7 @@ import { silenceCovers } from '../db/silence-queries.js';
 import type { OpenAlert, RealmStatus } from '../db/status.js';
 import type { HealthState, RealmHealth } from '../health/state.js';
 import { ErrorCode } from '../probe-result.js';
-import type { DashboardAlert, DashboardData, DashboardMember, DashboardRealm, RealmBadge } from './dashboard-json.js';
+import type { DashboardAlert, DashboardData, DashboardMember, DashboardRealm, RealmBadge } from '../dashboard-model.js';
 
 export interface DashboardDataOptions {
   readonly version: string;

@@ -6,7 +6,7 @@
  * answers 401. No secret and no raw Intuit body is ever in a response: realm entries carry our
  * own scrubbed error messages. `/health/ready` names the failing check but never PostgreSQL's own
  * words (they name hosts, users and databases) unless the caller holds HEALTH_TOKEN. `GET /` and
- * `/dashboard/*`, the dashboard, are answered by http/dashboard.ts.
+ * `/dashboard/*`, the dashboard, are answered by http/dashboard-routes.ts.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -18,7 +18,7 @@ import type { ProbeResult } from '../probe-result.js';
 import { ErrorCode } from '../quickbooks/outcome.js';
 import type { Metrics } from './metrics.js';
 import { parseSince, type StatusSource } from '../db/status.js';
-import { DashboardRoutes } from './dashboard.js';
+import { DashboardRoutes } from './dashboard-routes.js';
 
 type Status = 'pass' | 'warn' | 'fail';
 
@@ -375,7 +375,7 @@ export class HealthServer {
   private readonly server: Server;
   private readonly token: Buffer | undefined;
   private readonly document: HealthDocument;
-  /** `GET /` and `/dashboard/*` (http/dashboard.ts). */
+  /** `GET /` and `/dashboard/*` (http/dashboard-routes.ts). */
   private readonly dashboard: DashboardRoutes;
   private healthCache: { at: number; status: Status; full: Buffer; brief: Buffer } | undefined;
   private readonly statusCache = new Map<string, { at: number; body: Promise<string> }>();
