@@ -395,13 +395,16 @@ export class Daemon {
 
   /**
    * What this member probes while PostgreSQL hands out no work: its share of the realms it knows of,
-   * divided among the members it last saw live (fleet/share.ts), less realms whose last result is
-   * not due again. Before it has read the members it knows no division, and takes every realm.
+   * divided among the members it last saw heartbeating (fleet/share.ts), less realms whose last
+   * result is not due again. A member that had missed a heartbeat then is left out: it may have
+   * died just before PostgreSQL went away, and nobody could take its realms over (better two
+   * members probe its realms than none). Before it has read the members it takes every realm.
    */
   private offlineShare(memberId: string, dueAfterMs: number): string[] {
     const known = [...this.state.expected.keys()];
     const members = this.membership.status?.members;
-    const share = members === undefined ? known : shareOf(known, members.filter((m) => m.live).map((m) => m.instanceId), memberId);
+    const beating = (members ?? []).filter((m) => m.live && m.heartbeatAgeMs <= 2 * this.config.fleetHeartbeatMs);
+    const share = members === undefined ? known : shareOf(known, beating.map((m) => m.instanceId), memberId);
     const dueBy = Date.now() - dueAfterMs;
     return share.filter((realmId) => (this.state.realms.get(realmId)?.observedAt ?? -Infinity) <= dueBy);
   }

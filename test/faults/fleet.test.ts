@@ -247,6 +247,43 @@ describe('PostgreSQL restarted under three members (a server of its own)', () =>
       if (!server) await startPg();
     }
   }, 150_000);
+
+  it('a member killed just before PostgreSQL goes away (within its TTL, so still listed live): the survivor probes every realm meanwhile, its own share and the dead one\'s', async () => {
+    const PERIOD_MS = 2000;
+    const env = (): Record<string, string> => ({
+      ...daemonEnv(url, sim),
+      PROBE_SCHEDULE: '*/2 * * * * *',
+      FLEET_HEARTBEAT_MS: '500',
+      // Long enough that the killed member is still live, as far as anyone could tell, when PostgreSQL goes.
+      FLEET_MEMBER_TTL_MS: '20000',
+      ALERT_WEBHOOK_URL: hook.url,
+    });
+    sim.latencyMs = 20;
+    const [survivor, killed] = [start(env()), start(env())] as [Member, Member];
+    try {
+      await Promise.all([survivor, killed].map((m) => m.d.waitFor('fleet.joined')));
+      await moreCycles([survivor, killed], 2, 4 * PERIOD_MS);
+      await killed.d.stop('SIGKILL');
+      // The survivor's last reads of the members saw the killed one's heartbeat more than a second old (two heartbeats).
+      await until('the killed member two heartbeats late, read by the survivor', async () => {
+        const { rows } = await query(`SELECT extract(epoch FROM now() - heartbeat_at) * 1000 AS age FROM quickbooks_monitor_members WHERE instance_id = '${killed.id}'`);
+        return Number(rows[0]?.age) > 1700;
+      }, 5000);
+      const from = survivor.d.lines.length;
+      await server?.stop();
+      server = undefined;
+      await until('two cycles without PostgreSQL', () => survivor.d.lines.slice(from).filter((l) => l.event === 'scheduler.cycle_completed' && l.uncoordinated === true).length >= 2, 5 * PERIOD_MS);
+      const probedMeanwhile = new Set(survivor.d.lines.slice(from).filter((l) => l.event === 'probe.succeeded').map((l) => String(l.realmId)));
+      expect([...probedMeanwhile].sort(), 'realms the survivor probed without PostgreSQL').toEqual([...REALMS].sort());
+      await startPg();
+      await survivor.d.waitFor('spool.replayed', { where: (l) => Number(l.count) > 0, timeoutMs: 30_000 });
+      expect((await survivor.d.stop('SIGINT')).code).toBe(0);
+    } finally {
+      for (const m of [survivor, killed]) await m.d.stop('SIGKILL');
+      if (!server) await startPg();
+      await query(`DELETE FROM quickbooks_monitor_members WHERE instance_id = '${killed.id}'`);
+    }
+  }, 90_000);
 });
 
 describe('PostgreSQL away: what a member probes without coordination', () => {
