@@ -207,6 +207,42 @@ describe('the alert outbox', () => {
     }
   });
 
+  it('a slow receiver: a member starts only deliveries its claim still covers and hands the rest back, so with two members delivering no notification goes out twice', async () => {
+    const bodies: AlertNotification[] = [];
+    // Each answer takes 400 ms.
+    const slow = createServer((req, res) => {
+      let text = '';
+      req.on('data', (d: Buffer) => (text += d.toString()));
+      req.on('end', () => {
+        bodies.push(JSON.parse(text) as AlertNotification);
+        setTimeout(() => res.writeHead(200).end(), 400);
+      });
+    });
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(slow.address() as AddressInfo).port}/hook`;
+    const sent = Array.from({ length: 8 }, (_, i) => notification(`830000000${i}`, 'alert.raised'));
+    for (const n of sent) await insertNotification(pool, n);
+    const capture = captureLog('debug');
+    // Claims of 2 s; one delivery takes 1.5 s at worst (one attempt of 1 s, 0.5 s of retry window).
+    const member = (id: string): OutboxDeliverer =>
+      new OutboxDeliverer(pool, new WebhookNotifier(url, capture.log, { retries: 0, attemptTimeoutMs: 1000, maxRetryTimeMs: 500 }), capture.log, { instanceId: id, pollMs: 100, claimMs: 2000 });
+    const members = [member('member#1'), member('member#2')];
+    try {
+      for (const m of members) m.start();
+      const ours = (): string[] => bodies.filter((b) => b.realmId?.startsWith('830')).map((b) => b.notificationId);
+      await eventually(async () => expect(new Set(ours()).size).toBe(sent.length), 20_000);
+      for (const m of members) await m.stop(2000);
+      expect(ours().length, 'a notification delivered twice').toBe(sent.length);
+      expect(capture.byEvent('alert.delivery_failed').filter((l) => Number(l.handedBack) > 0).length, 'claims handed back').toBeGreaterThan(0);
+      const { rows } = await db.query(`SELECT count(*)::int AS n FROM quickbooks_alert_outbox WHERE body->>'realmId' LIKE '830%' AND delivered_at IS NOT NULL AND claimed_by IS NULL`);
+      expect(rows[0]).toEqual({ n: sent.length });
+    } finally {
+      for (const m of members) await m.stop(100);
+      slow.closeAllConnections();
+      slow.close();
+    }
+  });
+
   it('a receiver that keeps failing leaves the notification in the outbox, due again later, for any member; a claim that expires (its member died) goes to another', async () => {
     const hook = await receiver([500, 500, 500, 500]);
     const capture = captureLog('debug');

@@ -32,7 +32,7 @@ import { HealthState } from '../health/state.js';
 import { HealthServer } from '../http/server.js';
 import { Metrics } from '../http/metrics.js';
 import { LogEvent, type Logger, type SecretRegistry } from '../log.js';
-import { ProbeCycle } from '../probe/cycle.js';
+import { ProbeCycle, type OfflineShare } from '../probe/cycle.js';
 import { Prober } from '../probe/prober.js';
 import { Scheduler, schedulePeriodMs } from '../probe/scheduler.js';
 import { TokenCipher } from '../quickbooks/cipher.js';
@@ -400,13 +400,15 @@ export class Daemon {
    * died just before PostgreSQL went away, and nobody could take its realms over (better two
    * members probe its realms than none). Before it has read the members it takes every realm.
    */
-  private offlineShare(memberId: string, dueAfterMs: number): string[] {
-    const known = [...this.state.expected.keys()];
+  private offlineShare(memberId: string, dueAfterMs: number): OfflineShare {
+    // The realms listed at start and in the fleet's view, and those it has results of.
+    const known = [...new Set([...this.state.expected.keys(), ...this.state.realms.keys()])];
     const members = this.membership.status?.members;
-    const beating = (members ?? []).filter((m) => m.live && m.heartbeatAgeMs <= 2 * this.config.fleetHeartbeatMs);
-    const share = members === undefined ? known : shareOf(known, beating.map((m) => m.instanceId), memberId);
+    const beating = (members ?? []).filter((m) => m.live && m.heartbeatAgeMs <= 2 * this.config.fleetHeartbeatMs).map((m) => m.instanceId);
+    const among = members === undefined ? [memberId] : [...new Set([...beating, memberId])];
+    const share = shareOf(known, among, memberId);
     const dueBy = Date.now() - dueAfterMs;
-    return share.filter((realmId) => (this.state.realms.get(realmId)?.observedAt ?? -Infinity) <= dueBy);
+    return { realms: share.filter((realmId) => (this.state.realms.get(realmId)?.observedAt ?? -Infinity) <= dueBy), known: known.length, members: among.length };
   }
 
   /** A realm deleted from the token table or disconnected: no probes, no metrics series, its alerts resolved. */

@@ -176,11 +176,15 @@ export async function markDelivered(db: Queryable, notificationId: string, insta
   await db.query(`UPDATE ${O.name} SET delivered_at = now(), delivered_by = $2, claimed_by = NULL, claimed_until = NULL, last_error = NULL WHERE notification_id = $1`, [notificationId, instanceId]);
 }
 
-/** A delivery that gave up: released, and due again after `retryInMs`. */
-export async function markUndelivered(db: Queryable, notificationId: string, error: string, retryInMs: number): Promise<void> {
+/**
+ * A delivery that gave up, or a claim handed back: released, and due again after `retryInMs`. Only
+ * while the claim is still `instanceId`'s: one that expired may be another member's by now.
+ */
+export async function markUndelivered(db: Queryable, notificationId: string, instanceId: string, error: string, retryInMs: number): Promise<void> {
   await db.query(
-    `UPDATE ${O.name} SET claimed_by = NULL, claimed_until = NULL, last_error = $2, next_attempt_at = now() + make_interval(secs => $3::double precision / 1000) WHERE notification_id = $1`,
-    [notificationId, error, retryInMs],
+    `UPDATE ${O.name} SET claimed_by = NULL, claimed_until = NULL, last_error = $3, next_attempt_at = now() + make_interval(secs => $4::double precision / 1000)
+      WHERE notification_id = $1 AND claimed_by = $2 AND delivered_at IS NULL`,
+    [notificationId, instanceId, error, retryInMs],
   );
 }
 

@@ -51,6 +51,11 @@ export class WebhookNotifier {
     return this.url !== undefined;
   }
 
+  /** The longest one deliver() can take: its retries' window and one more attempt. */
+  get longestDeliveryMs(): number {
+    return this.opts.maxRetryTimeMs + this.opts.attemptTimeoutMs;
+  }
+
   /** Notifications waiting for a retry after exhausting their attempts. */
   get undelivered(): number {
     return this.kept.length;

@@ -25,6 +25,8 @@ export interface OutboxOptions {
 }
 
 const BATCH = 20;
+/** The share of a claim a delivery may start in and still end within it (clocks and queries take a little). */
+const CLAIM_SAFETY = 0.9;
 
 export class OutboxDeliverer {
   private timer: NodeJS.Timeout | undefined;
@@ -84,18 +86,27 @@ export class OutboxDeliverer {
     let timer: NodeJS.Timeout | undefined;
     const done = await Promise.race([this.running.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)))]);
     clearTimeout(timer);
-    if (done) return;
+    if (done) {
+      // The loop ended between deliveries: what it claimed and did not start goes back at once.
+      await this.handBack('not started before shutdown');
+      return;
+    }
     this.notifier.abort();
+    await this.handBack('delivery abandoned at shutdown');
+  }
+
+  /** Releases what this member claimed and has not delivered, for any member to claim again now. */
+  private async handBack(reason: string): Promise<void> {
     const left = this.inHand.splice(0);
     for (const n of left) {
       try {
-        await markUndelivered(this.pool, n.notificationId, 'delivery abandoned at shutdown', 0);
+        await markUndelivered(this.pool, n.notificationId, this.opts.instanceId, reason, 0);
       } catch (err) {
-        this.log.warn({ event: LogEvent.alertDeliveryFailed, notificationId: n.notificationId, err }, 'a notification claimed at shutdown could not be handed back; another member delivers it when the claim expires');
+        this.log.warn({ event: LogEvent.alertDeliveryFailed, notificationId: n.notificationId, err }, 'a claimed notification could not be handed back; another member delivers it when the claim expires');
       }
     }
     if (left.length > 0) {
-      this.log.warn({ event: LogEvent.alertDeliveryFailed, handedBack: left.length }, `${left.length} alert notification(s) in delivery at shutdown handed back to the fleet`);
+      this.log.warn({ event: LogEvent.alertDeliveryFailed, handedBack: left.length, reason }, `${left.length} claimed alert notification(s) handed back to the fleet: ${reason}`);
     }
   }
 
@@ -114,10 +125,22 @@ export class OutboxDeliverer {
       this.repeats.clear('claim');
       if (claimed.length === 0) return;
       this.inHand = [...claimed];
+      const claimedAt = performance.now();
       for (const n of claimed) {
         if (this.stopped) return;
-        await this.deliverOne(n);
+        // A delivery must end while the claim holds, or another member may send it too, and the
+        // next of its alert (a resolution) before it: what is left goes back to be claimed afresh.
+        if (performance.now() - claimedAt + this.notifier.longestDeliveryMs > this.claimMs * CLAIM_SAFETY) {
+          await this.handBack('their claim would have run out before their turn');
+          break;
+        }
+        const delivered = await this.deliverOne(n);
         this.inHand = this.inHand.filter((x) => x !== n);
+        if (!delivered) {
+          // The receiver is failing: the rest are not kept waiting behind it, nor tried at it now.
+          await this.handBack('the receiver failed a delivery before their turn');
+          return;
+        }
       }
     }
   }
@@ -135,7 +158,8 @@ export class OutboxDeliverer {
     }
   }
 
-  private async deliverOne(n: ClaimedNotification): Promise<void> {
+  /** Delivers one notification and records it; false when the receiver failed it (it is due again later). */
+  private async deliverOne(n: ClaimedNotification): Promise<boolean> {
     try {
       await this.notifier.deliver(n.body);
     } catch (err) {
@@ -145,11 +169,12 @@ export class OutboxDeliverer {
         { event: LogEvent.alertDeliveryFailed, alert: n.body.event, kind: n.body.kind, realmId: n.body.realmId, notificationId: n.notificationId, attempts: n.attempts, retryInMs, err },
         `alert webhook delivery gave up for now; the notification stays in the outbox and is tried again in ${Math.round(retryInMs / 1000)} s by any member`,
       );
-      await this.settle(n, () => markUndelivered(this.pool, n.notificationId, coerceError(err).message, retryInMs));
-      return;
+      await this.settle(n, () => markUndelivered(this.pool, n.notificationId, this.opts.instanceId, coerceError(err).message, retryInMs));
+      return false;
     }
     await this.settle(n, () => markDelivered(this.pool, n.notificationId, this.opts.instanceId));
     this.onDelivered(n);
+    return true;
   }
 
   /** Records a delivery's outcome; if PostgreSQL cannot take it, the claim expires and the notification is sent again (same notificationId). */

@@ -28,12 +28,22 @@ export interface CycleHooks {
    * What this member probes while PostgreSQL cannot hand out work: its share of the realms it knows
    * of, less those whose last result is not due again yet.
    */
-  offlineShare(): string[];
+  offlineShare(): OfflineShare;
   /** A realm disconnected while it was probed. */
   forget(realmId: string): void;
   /** A database failure while coordinating (claiming, ending leases): counted towards the database alert. */
   databaseFailed(err: unknown): void;
   shuttingDown(): boolean;
+}
+
+/** A member's share of the realms without coordination, and what it was divided from (for the log). */
+export interface OfflineShare {
+  /** Due now, in this member's share. */
+  readonly realms: readonly string[];
+  /** Realms this member knows of. */
+  readonly known: number;
+  /** Members they were divided among (1: this one alone). */
+  readonly members: number;
 }
 
 export interface CycleSummary {
@@ -148,12 +158,13 @@ export class ProbeCycle {
       // what this cycle claimed before the failure).
       uncoordinated = true;
       const started = new Set(queue.claimed.map((l) => l.realmId));
-      const rest = this.hooks.offlineShare().filter((id) => !started.has(id));
+      const share = this.hooks.offlineShare();
+      const rest = share.realms.filter((id) => !started.has(id));
       const admitted = this.repeats.admit('claim');
       if (admitted) {
         this.log.warn(
-          { event: LogEvent.leaseClaimFailed, err: coordinationFailure, realms: rest.length, instance: this.opts.instanceId, ...admitted },
-          `cannot claim realms from PostgreSQL; probing this member's share of the realms (${rest.length} due now), without coordination, until it answers (repeats are counted, not logged, for a minute)`,
+          { event: LogEvent.leaseClaimFailed, err: coordinationFailure, realms: rest.length, known: share.known, members: share.members, instance: this.opts.instanceId, ...admitted },
+          `cannot claim realms from PostgreSQL; probing this member's share of the ${share.known} realm(s) it knows of, divided among ${share.members} member(s) (${rest.length} due now), without coordination, until it answers (repeats are counted, not logged, for a minute)`,
         );
       }
       this.hooks.databaseFailed(coordinationFailure);
