@@ -117,6 +117,8 @@ export const LogEvent = {
   rollupMissing: 'rollup.missing',
   /** At start: whether the rollups cover the history could not be checked. */
   rollupCheckFailed: 'rollup.check_failed',
+  /** Folding closed half hours into the rollups failed; the next fold (a minute later) catches up. */
+  rollupFoldFailed: 'rollup.fold_failed',
 } as const;
 
 export const REDACTED = '[redacted]';

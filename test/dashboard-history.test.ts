@@ -1,16 +1,21 @@
 /**
  * readDashboardHistory (db/dashboard-queries.ts) on 90 days of seeded history: three realms, one
- * healthy with a 2-hour outage 10 days ago, one throttled today, one revoked today. Every bar is
+ * healthy with a 2-hour outage 10 days ago, one throttled today, one revoked today, folded into the
+ * rollups up to the last closed half hour, the open one read from the raw rows. Every bar is
  * checked against the same figures computed from the raw rows by SQL of the test's own, the
  * percentiles against exact nearest-rank percentiles (within the sketch's 2 %), and the outage day
- * against hand-counted numbers. Real PostgreSQL.
+ * against hand-counted numbers. And results in the open half hour: shown before any fold, counted
+ * once after it. Real PostgreSQL.
  */
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DashboardHistory, UptimeBar } from '../src/dashboard-model.js';
+import { randomUUID } from 'node:crypto';
+import type { DashboardHistory, RealmHistory, UptimeBar } from '../src/dashboard-model.js';
 import { readDashboardHistory } from '../src/db/dashboard-queries.js';
+import { insertProbeResults } from '../src/db/health-queries.js';
 import { createPool, type Pool } from '../src/db/pool.js';
-import { rebuildRollups } from '../src/db/rollup-rebuild.js';
+import { foldClosedPeriods } from '../src/db/rollup-fold.js';
+import type { ProbeResult } from '../src/probe-result.js';
 import type { TestDatabase } from './support/db.js';
 import { migratedDatabase } from './support/qbo.js';
 
@@ -61,7 +66,10 @@ beforeAll(async () => {
   db = await migratedDatabase();
   pool = createPool({ databaseUrl: db.url, applicationName: 'test' }, pino({ level: 'silent' }));
   await db.query(SEED_SQL, [new Date(FIRST_DAY), NOW, [HEALTHY, THROTTLED, REVOKED], new Date(OUTAGE_DAY), new Date(TODAY)]);
-  await rebuildRollups(pool, pino({ level: 'silent' }));
+  // Folded as the daemons fold, from the first day on (a day per transaction) to the last closed
+  // half hour at NOW: 15:00, so 15:00 to 15:12 is read from the raw rows.
+  await db.query(`UPDATE quickbooks_health_rollup_fold SET folded_until = $1`, [new Date(FIRST_DAY)]);
+  expect(await foldClosedPeriods(pool, { graceMs: 120_000, now: NOW, wait: true })).toMatchObject({ foldedUntil: new Date('2026-11-24T15:00:00Z'), busy: false });
   history = await readDashboardHistory(pool, { now: NOW });
 });
 afterAll(async () => {
@@ -136,7 +144,7 @@ describe('readDashboardHistory', () => {
     }
   });
 
-  it('answers for the realms asked, in that order, a realm without history with empty bars; and from the rollups alone', async () => {
+  it('answers for the realms asked, in that order, a realm without history with empty bars; closed half hours from the rollups alone, the open one from the raw rows', async () => {
     const asked = await readDashboardHistory(pool, { now: NOW, realmIds: [REVOKED, '42'] });
     expect(asked.realms.map((r) => r.realmId)).toEqual([REVOKED, '42']);
     expect(asked.realms[0]).toEqual(history.realms[2]);
@@ -145,6 +153,76 @@ describe('readDashboardHistory', () => {
     expect(none).toMatchObject({ uptime90d: null, latency24h: { p50: null, p95: null, probes: 0 }, latency7d: { p50: null, p95: null, probes: 0 } });
 
     await db.query('TRUNCATE quickbooks_connection_health');
-    expect(await readDashboardHistory(pool, { now: NOW })).toEqual(history);
+    const rollupsOnly = await readDashboardHistory(pool, { now: NOW });
+    for (const [i, realm] of rollupsOnly.realms.entries()) {
+      const before = history.realms[i] as RealmHistory;
+      expect(realm.days.slice(0, 89)).toEqual(before.days.slice(0, 89));
+      expect(realm.halfHours.slice(0, 47)).toEqual(before.halfHours.slice(0, 47));
+      // The open half hour's 2 probes (15:00, 15:10) were only in the raw rows.
+      expect(realm.halfHours[47]?.probes).toBe(0);
+      expect(realm.days[89]?.probes).toBe(90);
+    }
+  });
+});
+
+const T_OPEN = Date.parse('2026-11-24T15:00:00Z');
+const OPEN_REALM = '9100000009';
+
+function probe(at: number, code: 'ok' | 'server_error', latencyMs: number): ProbeResult {
+  return {
+    probeId: randomUUID(),
+    realmId: OPEN_REALM,
+    checkedAt: new Date(at),
+    connected: code === 'ok',
+    status: code === 'ok' ? 'pass' : 'fail',
+    errorCode: code,
+    error: code === 'ok' ? undefined : 'Intuit HTTP 503',
+    httpStatus: code === 'ok' ? 200 : 503,
+    latencyMs,
+    intuitTid: undefined,
+    refreshTokenExpiresAt: undefined,
+    companyName: undefined,
+  };
+}
+
+describe('the open half hour', () => {
+  let openDb: TestDatabase;
+  let openPool: Pool;
+  beforeAll(async () => {
+    openDb = await migratedDatabase();
+    openPool = createPool({ databaseUrl: openDb.url, applicationName: 'test' }, pino({ level: 'silent' }));
+    await openDb.query(`UPDATE quickbooks_health_rollup_fold SET folded_until = $1`, [new Date(T_OPEN)]);
+  });
+  afterAll(async () => {
+    await openPool?.end();
+    await openDb?.drop();
+  });
+
+  it('shows an outage recorded a moment ago before any fold, and counts it once after the fold', async () => {
+    // Recorded as the probes end: 3 passes, then an outage.
+    const MIN = 60_000;
+    const probes = [probe(T_OPEN + 5 * MIN, 'ok', 120), probe(T_OPEN + 6 * MIN, 'ok', 130), probe(T_OPEN + 7 * MIN, 'ok', 140), probe(T_OPEN + 10 * MIN, 'server_error', 900), probe(T_OPEN + 11 * MIN, 'server_error', 950)];
+    for (const p of probes) expect(await insertProbeResults(openPool, [p], p.checkedAt.getTime() + 2000)).toBe(1);
+    const rollupRows = async (): Promise<number> =>
+      (await openDb.query<{ n: number }>(`SELECT (SELECT count(*) FROM quickbooks_health_rollup_halfhour) + (SELECT count(*) FROM quickbooks_health_rollup_day) AS n`)).rows[0]?.n ?? 0;
+    expect(Number(await rollupRows())).toBe(0);
+
+    const at = new Date(T_OPEN + 12 * MIN);
+    const fresh = (await readDashboardHistory(openPool, { now: at })).realms;
+    expect(fresh.map((r) => r.realmId)).toEqual([OPEN_REALM]);
+    const expected = { probes: 5, up: 3, throttled: 0, failures: { server_error: 2 }, uptime: 3 / 5 };
+    expect(fresh[0]?.halfHours[47]).toMatchObject({ from: '2026-11-24T15:00:00.000Z', ...expected });
+    expect(fresh[0]?.days[89]).toMatchObject({ from: '2026-11-24T00:00:00.000Z', ...expected });
+    expect(fresh[0]?.latency24h).toMatchObject({ probes: 5, p95: expect.any(Number) });
+    expect(fresh[0]?.latency7d.probes).toBe(5);
+
+    // Still open at 15:31 (within the grace): nothing folded. Closed at 15:33: folded, counted once.
+    expect(await foldClosedPeriods(openPool, { graceMs: 120_000, now: new Date(T_OPEN + 31 * MIN), wait: true })).toMatchObject({ halfHourRows: 0 });
+    expect(await foldClosedPeriods(openPool, { graceMs: 120_000, now: new Date(T_OPEN + 33 * MIN), wait: true })).toMatchObject({ halfHourRows: 1, foldedUntil: new Date(T_OPEN + 30 * MIN) });
+    expect(Number(await rollupRows())).toBe(2);
+    expect((await readDashboardHistory(openPool, { now: at })).realms).toEqual(fresh);
+    const later = (await readDashboardHistory(openPool, { now: new Date(T_OPEN + 40 * MIN) })).realms[0];
+    expect(later?.halfHours[46]).toMatchObject({ from: '2026-11-24T15:00:00.000Z', ...expected });
+    expect(later?.days[89]).toMatchObject(expected);
   });
 });

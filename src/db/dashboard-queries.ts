@@ -1,8 +1,10 @@
 /**
- * The dashboard's history (dashboard-model.ts), read from the rollups only (db/rollups.ts), never
- * from the raw rows: 90 day bars, 48 half-hour bars, latency p50/p95 over 24 h and 7 days, and
- * uptime over the 90 days, per realm. One indexed query over at most a few thousand rows,
- * whatever the length of the raw history.
+ * The dashboard's history (dashboard-model.ts): 90 day bars, 48 half-hour bars, latency p50/p95
+ * over 24 h and 7 days, and uptime over the 90 days, per realm. Read from the rollups up to the
+ * fold's watermark (db/rollup-fold.ts), and from the raw rows after it (the open half hour and the
+ * grace before a closed one is folded, a few minutes of rows; more only while folds fail), in one
+ * query whose snapshot sees the watermark and the rollups it covers together: a result shows on
+ * the page as soon as it is recorded, and is counted once. Never a scan of the raw history.
  *
  * Windows (UTC): the day bars run from 89 days before today to today (the last one partial); the
  * half-hour bars end with the current half hour; `latency24h` merges the half-hour bars' sketches
@@ -13,8 +15,8 @@
 import type { DashboardHistory, LatencySummary, RealmHistory, UptimeBar } from '../dashboard-model.js';
 import type { ErrorCode } from '../probe-result.js';
 import type { Queryable } from './pool.js';
-import { sketchPercentile } from './rollups.js';
-import { dayRollupTable as D, halfHourRollupTable as HH } from './schema.js';
+import { HALF_HOUR_SECONDS, periodRows, ROLLUP_SOURCE_COLUMNS, sketchPercentile } from './rollups.js';
+import { dayRollupTable as D, halfHourRollupTable as HH, healthTable as H, rollupFoldTable as F } from './schema.js';
 
 export const DAY_BARS = 90;
 export const HALF_HOUR_BARS = 48;
@@ -24,27 +26,39 @@ const HALF_HOUR_MS = 1_800_000;
 
 export interface DashboardHistoryOptions {
   readonly now?: Date;
-  /** These realms, in this order (a realm without rollups gets empty bars); default every realm with history in the 90 days. */
+  /** These realms, in this order (a realm without history gets empty bars); default every realm with history in the 90 days. */
   readonly realmIds?: readonly string[];
 }
 
 const REALM_FILTER = `($5::text[] IS NULL OR realm_id = ANY($5::text[]))`;
+/** The watermark: rollups before it, raw rows from it on; without the state row, rollups only. */
+const UNTIL = `(SELECT until FROM watermark)`;
+/** The raw rows after the watermark, within the day bars' window. */
+const TAIL = `(SELECT ${ROLLUP_SOURCE_COLUMNS} FROM ${H.name}
+     WHERE ${H.col('checked_at')} >= greatest(${UNTIL}, $1) AND ${H.col('checked_at')} < $2 AND ${REALM_FILTER}) AS raw`;
 
 // One query: $1..$2 the day bars (their sketches only from $6, the latency week), $3..$4 the
-// half-hour bars, $5 the realms (or NULL). Sketches come as text and instants as epoch
-// milliseconds, which JavaScript reads several times faster than pg's array and date parsers,
-// and are merged here: a few hundred small arrays add up faster than the server unnests them.
+// half-hour bars, $5 the realms (or NULL); rollups before the watermark, the raw rows after it
+// aggregated per half hour ('tail', added to both kinds of bars here). Sketches come as text and
+// instants as epoch milliseconds, which JavaScript reads several times faster than pg's array and
+// date parsers, and are merged here: a few hundred small arrays add up faster than the server
+// unnests them.
 const HISTORY_SQL = `
+  WITH watermark AS (SELECT coalesce((SELECT ${F.col('folded_until')} FROM ${F.name} WHERE ${F.col('singleton')}), 'infinity'::timestamptz) AS until)
   SELECT 'day' AS grain, realm_id, (extract(epoch FROM period_start) * 1000)::float8 AS start_ms, probes, up, throttled, failures,
          CASE WHEN period_start >= $6 THEN latency_buckets::text END AS latency_buckets,
          CASE WHEN period_start >= $6 THEN latency_counts::text END AS latency_counts
-    FROM ${D.name} WHERE period_start >= $1 AND period_start < $2 AND ${REALM_FILTER}
+    FROM ${D.name} WHERE period_start >= $1 AND period_start < $2 AND period_start < ${UNTIL} AND ${REALM_FILTER}
   UNION ALL
   SELECT 'half_hour', realm_id, (extract(epoch FROM period_start) * 1000)::float8, probes, up, throttled, failures,
          latency_buckets::text, latency_counts::text
-    FROM ${HH.name} WHERE period_start >= $3 AND period_start < $4 AND ${REALM_FILTER}`;
+    FROM ${HH.name} WHERE period_start >= $3 AND period_start < $4 AND period_start < ${UNTIL} AND ${REALM_FILTER}
+  UNION ALL
+  SELECT 'tail', realm_id, (extract(epoch FROM period_start) * 1000)::float8, probes, up, throttled, failures,
+         latency_buckets::text, latency_counts::text
+    FROM (${periodRows(TAIL, HALF_HOUR_SECONDS)}) AS tail`;
 
-type Grain = 'day' | 'half_hour';
+type Grain = 'day' | 'half_hour' | 'tail';
 
 interface RollupRow {
   grain: Grain;
@@ -62,11 +76,76 @@ interface RollupRow {
 /** An integer[] in PostgreSQL's text form (`{135,140}`). */
 const intArray = (text: string | null): number[] => (text === null || text === '{}' ? [] : text.slice(1, -1).split(',').map(Number));
 
-function bars(start: number, stepMs: number, count: number, rows: readonly RollupRow[]): UptimeBar[] {
-  const byStart = new Map(rows.map((r) => [r.start_ms, r]));
+interface Counts {
+  probes: number;
+  up: number;
+  throttled: number;
+  failures: Record<string, number>;
+}
+
+/** One realm's bars and sketches, as rows are added. */
+class RealmAccumulator {
+  readonly days = new Map<number, Counts>();
+  readonly halfHours = new Map<number, Counts>();
+  readonly sketch24h = new Map<number, number>();
+  readonly sketch7d = new Map<number, number>();
+
+  static add(bars: Map<number, Counts>, start: number, r: RollupRow): void {
+    const bar = bars.get(start);
+    if (!bar) {
+      bars.set(start, { probes: r.probes, up: r.up, throttled: r.throttled, failures: { ...r.failures } });
+      return;
+    }
+    bar.probes += r.probes;
+    bar.up += r.up;
+    bar.throttled += r.throttled;
+    for (const [code, n] of Object.entries(r.failures)) bar.failures[code] = (bar.failures[code] ?? 0) + n;
+  }
+
+  static merge(sketch: Map<number, number>, r: RollupRow): void {
+    const buckets = intArray(r.latency_buckets);
+    const ns = intArray(r.latency_counts);
+    buckets.forEach((bucket, i) => sketch.set(bucket, (sketch.get(bucket) ?? 0) + (ns[i] ?? 0)));
+  }
+}
+
+interface Windows {
+  readonly firstDay: number;
+  readonly dayEnd: number;
+  readonly firstHalfHour: number;
+  readonly halfHourEnd: number;
+  readonly weekStart: number;
+}
+
+function accumulate(rows: readonly RollupRow[], w: Windows): Map<string, RealmAccumulator> {
+  const by = new Map<string, RealmAccumulator>();
+  for (const r of rows) {
+    let realm = by.get(r.realm_id);
+    if (!realm) by.set(r.realm_id, (realm = new RealmAccumulator()));
+    if (r.grain === 'day') {
+      RealmAccumulator.add(realm.days, r.start_ms, r);
+      RealmAccumulator.merge(realm.sketch7d, r);
+    } else if (r.grain === 'half_hour') {
+      RealmAccumulator.add(realm.halfHours, r.start_ms, r);
+      RealmAccumulator.merge(realm.sketch24h, r);
+    } else {
+      // A half hour of raw rows after the watermark: its half-hour bar and its day's.
+      if (r.start_ms >= w.firstHalfHour && r.start_ms < w.halfHourEnd) {
+        RealmAccumulator.add(realm.halfHours, r.start_ms, r);
+        RealmAccumulator.merge(realm.sketch24h, r);
+      }
+      const day = Math.floor(r.start_ms / DAY_MS) * DAY_MS;
+      RealmAccumulator.add(realm.days, day, r);
+      if (day >= w.weekStart) RealmAccumulator.merge(realm.sketch7d, r);
+    }
+  }
+  return by;
+}
+
+function bars(start: number, stepMs: number, count: number, byStart: ReadonlyMap<number, Counts> | undefined): UptimeBar[] {
   return Array.from({ length: count }, (_, i) => {
     const from = start + i * stepMs;
-    const r = byStart.get(from);
+    const r = byStart?.get(from);
     const probes = r?.probes ?? 0;
     const up = r?.up ?? 0;
     return {
@@ -81,30 +160,12 @@ function bars(start: number, stepMs: number, count: number, rows: readonly Rollu
   });
 }
 
-/** p50 and p95 of the rows' sketches merged (buckets added up across rows). */
-function latency(rows: readonly RollupRow[]): LatencySummary {
-  const counts = new Map<number, number>();
+/** p50 and p95 of a merged sketch. */
+function latency(counts: ReadonlyMap<number, number> | undefined): LatencySummary {
+  const sketch = counts ?? new Map<number, number>();
   let probes = 0;
-  for (const r of rows) {
-    const buckets = intArray(r.latency_buckets);
-    const ns = intArray(r.latency_counts);
-    buckets.forEach((bucket, i) => {
-      const n = ns[i] ?? 0;
-      counts.set(bucket, (counts.get(bucket) ?? 0) + n);
-      probes += n;
-    });
-  }
-  return { p50: sketchPercentile(counts, 0.5), p95: sketchPercentile(counts, 0.95), probes };
-}
-
-function groupBy<T extends { realm_id: string; grain: Grain }>(rows: readonly T[]): Map<string, { day: T[]; half_hour: T[] }> {
-  const by = new Map<string, { day: T[]; half_hour: T[] }>();
-  for (const r of rows) {
-    let realm = by.get(r.realm_id);
-    if (!realm) by.set(r.realm_id, (realm = { day: [], half_hour: [] }));
-    realm[r.grain].push(r);
-  }
-  return by;
+  for (const n of sketch.values()) probes += n;
+  return { p50: sketchPercentile(sketch, 0.5), p95: sketchPercentile(sketch, 0.95), probes };
 }
 
 export async function readDashboardHistory(db: Queryable, opts: DashboardHistoryOptions = {}): Promise<DashboardHistory> {
@@ -125,20 +186,20 @@ export async function readDashboardHistory(db: Queryable, opts: DashboardHistory
     realms,
     new Date(weekStart),
   ]);
-  const byRealm = groupBy(rows.rows);
+  const byRealm = accumulate(rows.rows, { firstDay, dayEnd, firstHalfHour, halfHourEnd, weekStart });
 
   const realmIds = opts.realmIds ? [...new Set(opts.realmIds)] : [...byRealm.keys()].sort();
   const histories = realmIds.map((realmId): RealmHistory => {
     const c = byRealm.get(realmId);
-    const days = bars(firstDay, DAY_MS, DAY_BARS, c?.day ?? []);
+    const days = bars(firstDay, DAY_MS, DAY_BARS, c?.days);
     const probes = days.reduce((sum, d) => sum + d.probes, 0);
     const up = days.reduce((sum, d) => sum + d.up, 0);
     return {
       realmId,
       days,
-      halfHours: bars(firstHalfHour, HALF_HOUR_MS, HALF_HOUR_BARS, c?.half_hour ?? []),
-      latency24h: latency(c?.half_hour ?? []),
-      latency7d: latency((c?.day ?? []).filter((d) => d.start_ms >= weekStart)),
+      halfHours: bars(firstHalfHour, HALF_HOUR_MS, HALF_HOUR_BARS, c?.halfHours),
+      latency24h: latency(c?.sketch24h),
+      latency7d: latency(c?.sketch7d),
       uptime90d: probes === 0 ? null : up / probes,
     };
   });

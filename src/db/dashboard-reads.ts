@@ -1,9 +1,10 @@
 /**
  * What the dashboard reads from PostgreSQL, in one snapshot: each realm's stored facts (company,
  * environment, connection status, last error, refresh-token expiry, open alerts) from the
- * `qbhealth status` report, its 90 days of bars from the rollups (never raw rows), the incidents
- * of 90 days and the silences in force. Run through StatusSource.read, on the status reader's
- * own small pool, so a page polling it cannot take the connections probes are recorded with.
+ * `qbhealth status` report, its 90 days of bars from the rollups (and the raw rows not yet folded
+ * into them: db/dashboard-queries.ts), the incidents of 90 days and the silences in force. Run
+ * through StatusSource.read, on the status reader's own small pool, so a page polling it cannot
+ * take the connections probes are recorded with.
  */
 import type { DashboardHistory, Incident, Silence } from '../dashboard-model.js';
 import { readDashboardHistory } from './dashboard-queries.js';

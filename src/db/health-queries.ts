@@ -1,14 +1,15 @@
 /**
  * Named, parameterised queries on quickbooks_connection_health (identifiers from db/schema.ts).
- * Recording inserts the results and updates the rollups (db/rollups.ts) in one statement: what
- * the INSERT actually inserted is what the rollups count, so a replayed result (ON CONFLICT DO
- * NOTHING) is never counted twice, and a missing rollup table fails the write like a missing
- * column does (the results wait in the spool, `qbhealth migrate` restores it).
+ * Recording inserts the raw rows only: the rollups are folded from them once their half hour is
+ * closed (db/rollup-fold.ts). A result whose half hour may already be folded (a spool replay, a
+ * probe that outlasted the grace) is inserted and re-folded in one transaction, from the rows that
+ * INSERT actually inserted: a replayed result (ON CONFLICT DO NOTHING) is never counted twice, and
+ * a failed re-fold leaves it in the spool to be replayed again.
  */
 import { healthTable as H } from './schema.js';
 import type { Queryable } from './pool.js';
 import type { ProbeResult } from '../probe-result.js';
-import { rollupCtes, ROLLUP_SOURCE_COLUMNS, singleRollupCtes } from './rollups.js';
+import { inFoldTransaction, mayBeFolded, refoldLateResults } from './rollup-fold.js';
 
 const INSERT_COLUMNS = [
   'probe_id',
@@ -60,37 +61,40 @@ const COLUMN_TYPES: Record<(typeof INSERT_COLUMNS)[number], string> = {
 };
 
 /**
- * The results alone, as they were inserted before rollups existed; replays of the same probe
- * (from the spool) are no-ops: probe_id is unique. The `rollup_recording_overhead` benchmark
- * measures recording against it.
+ * The results; replays of the same probe (from the spool) are no-ops: probe_id is unique. What
+ * recording costs, the same statement as before rollups existed (`rollup_recording_overhead`).
  */
 export const INSERT_RESULTS_ONLY_SQL =
   `INSERT INTO ${H.name} (${H.columnList(INSERT_COLUMNS)}) ` +
   `SELECT * FROM unnest(${INSERT_COLUMNS.map((c, i) => `$${i + 1}::${COLUMN_TYPES[c]}`).join(', ')}) ` +
   `ON CONFLICT (${H.col('probe_id')}) DO NOTHING`;
 
-/** The results and their rollups: what was inserted, aggregated and added to the rollups. */
-const RECORD_SQL = `WITH inserted AS (${INSERT_RESULTS_ONLY_SQL} RETURNING ${ROLLUP_SOURCE_COLUMNS}),
-  ${rollupCtes('inserted', 'add')}
-SELECT count(*)::int AS inserted FROM inserted`;
+/** The same, saying which rows it inserted (for re-folding late ones). */
+const INSERT_LATE_SQL = `${INSERT_RESULTS_ONLY_SQL} RETURNING ${H.col('realm_id')}, ${H.col('checked_at')}`;
 
-/** The same for one result (the common case: a result recorded as its probe ends), without aggregating. */
-const RECORD_ONE_SQL = `WITH inserted AS (${INSERT_RESULTS_ONLY_SQL} RETURNING ${ROLLUP_SOURCE_COLUMNS}),
-  ${singleRollupCtes('inserted', `($${INSERT_COLUMNS.indexOf('error_code') + 1}::text[])[1]`)}
-SELECT count(*)::int AS inserted FROM inserted`;
-
-/** The parameters of INSERT_RESULTS_ONLY_SQL (and of recording): one array per column. */
+/** The parameters of INSERT_RESULTS_ONLY_SQL: one array per column. */
 export function resultColumns(results: readonly ProbeResult[]): unknown[][] {
   const columns: unknown[][] = INSERT_COLUMNS.map(() => []);
   for (const r of results) rowValues(r).forEach((v, i) => columns[i]?.push(v));
   return columns;
 }
 
-/** Inserts many results in one statement, in order, and adds them to the rollups; returns how many were new. */
-export async function insertProbeResults(db: Queryable, results: readonly ProbeResult[]): Promise<number> {
+/**
+ * Inserts many results in one statement, in order; returns how many were new. When one of them
+ * may belong to a half hour already folded, the half hours of those inserted are re-folded in the
+ * same transaction (rare: a spool replay, a late commit).
+ */
+export async function insertProbeResults(db: Queryable, results: readonly ProbeResult[], now: number = Date.now()): Promise<number> {
   if (results.length === 0) return 0;
-  // Named: PostgreSQL plans each once per connection, not at every result.
-  const statement = results.length === 1 ? { name: 'qbhealth-record-one', text: RECORD_ONE_SQL } : { name: 'qbhealth-record-many', text: RECORD_SQL };
-  const result = await db.query<{ inserted: number }>({ ...statement, values: resultColumns(results) });
-  return result.rows[0]?.inserted ?? 0;
+  const values = resultColumns(results);
+  if (!results.some((r) => mayBeFolded(r.checkedAt, now))) {
+    // Named: PostgreSQL plans it once per connection, not at every result.
+    const inserted = await db.query({ name: 'qbhealth-record', text: INSERT_RESULTS_ONLY_SQL, values });
+    return inserted.rowCount ?? 0;
+  }
+  return inFoldTransaction(db, async (client) => {
+    const inserted = await client.query<{ realm_id: string | null; checked_at: Date }>({ name: 'qbhealth-record-late', text: INSERT_LATE_SQL, values });
+    await refoldLateResults(client, inserted.rows);
+    return inserted.rowCount ?? 0;
+  });
 }

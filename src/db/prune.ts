@@ -2,12 +2,14 @@
  * Retention: deletes quickbooks_connection_health rows older than HISTORY_RETENTION_DAYS, then
  * rollups older than ROLLUP_RETENTION_DAYS (kept longer: deleting raw rows never touches them), in
  * bounded batches, each its own short statement on the checked_at (period_start) index, so pruning
- * a large backlog never holds long locks or one huge transaction.
+ * a large backlog never holds long locks or one huge transaction. The raw cutoff is recorded for
+ * the fold (db/rollup-fold.ts), which never folds again a half hour the prune may have cut into.
  */
 import { DEFAULT_ROLLUP_RETENTION_DAYS } from '../config.js';
 import { LogEvent, type Logger } from '../log.js';
 import { pruneAlertHistory } from './incident-queries.js';
 import type { Queryable } from './pool.js';
+import { RECORD_PRUNE_SQL } from './rollup-fold.js';
 import { GRANULARITIES } from './rollups.js';
 import { healthTable as H } from './schema.js';
 
@@ -53,6 +55,8 @@ export async function pruneHistory(db: Queryable, retentionDays: number, log: Lo
   const batchSize = opts.batchSize ?? PRUNE_BATCH;
   const now = (opts.now ?? new Date()).getTime();
   const cutoff = new Date(now - retentionDays * 86_400_000);
+  // Said first: from now on no fold re-reads a half hour whose raw rows this prune may cut into.
+  await db.query(RECORD_PRUNE_SQL, [cutoff]);
   const { deleted, batches } = await deleteInBatches(db, PRUNE_SQL, cutoff, batchSize);
   const rollupRetentionDays = opts.rollupRetentionDays ?? DEFAULT_ROLLUP_RETENTION_DAYS;
   const rollupCutoff = new Date(now - rollupRetentionDays * 86_400_000);

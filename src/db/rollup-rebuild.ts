@@ -3,24 +3,26 @@
  * adopted or the rollups arrived with an upgrade (history recorded before has none). And the check
  * that tells an operator so (`rollupCoverage`, `warnWhenRollupsIncomplete`).
  *
- * One transaction per realm and chunk of days, so no lock is held for long: it locks both rollup
- * tables against writes (recording waits for it; the dashboard still reads), deletes the realm's
- * rollups in the chunk, and fills them from the raw rows in one statement (db/rollups.ts). With
- * the lock taken before that statement's snapshot, a result recorded meanwhile is either in the
- * snapshot or added after the commit, never both. Running it again gives the same rollups.
+ * The same SQL as the fold (db/rollup-fold.ts, db/rollups.ts), over everything already folded
+ * (before the watermark: later half hours are read from the raw rows anyway), one transaction per
+ * realm and chunk of days under the fold lock, so no lock is held for long and no fold runs
+ * meanwhile; it deletes the realm's rollups in the chunk and writes them again from the raw rows.
+ * Running it again gives the same rollups.
  *
  * Rollups outlive the raw rows (ROLLUP_RETENTION_DAYS > HISTORY_RETENTION_DAYS), so a rebuild
- * must not shrink what pruning took from under them: periods that begin before the oldest raw row
- * (whose rows may have been partly pruned) are only filled when they have no rollup, never
- * replaced; periods without any raw row are left alone.
+ * must not shrink what pruning took from under them: half hours that begin before the prune's
+ * cutoff or the oldest raw row (whose rows may have been partly pruned) are only filled when they
+ * have no rollup, never replaced; periods without any raw row are left alone. Days are the sums
+ * of their half hours.
  */
 import { LogEvent, type Logger } from '../log.js';
 import { inTransaction, withClient, type Pool, type PoolClient, type Queryable } from './pool.js';
-import { DAY_SECONDS, HALF_HOUR_SECONDS, rollupCtes, ROLLUP_SOURCE_COLUMNS } from './rollups.js';
+import { firstRefoldable, FOLD_LOCK_SQL, readFoldState } from './rollup-fold.js';
+import { DAY_SECONDS, FOLD_DAYS_SQL, foldHalfHoursSql, HALF_HOUR_SECONDS } from './rollups.js';
 import { dayRollupTable as D, halfHourRollupTable as HH, healthTable as H } from './schema.js';
 
 export const REBUILD_CHUNK_DAYS = 30;
-/** How long a chunk waits for in-flight recording statements before giving up (exit 75, retried). */
+/** How long a chunk waits for a fold in progress before giving up (exit 75, retried). */
 const LOCK_WAIT = '30s';
 const DAY_MS = DAY_SECONDS * 1000;
 
@@ -34,17 +36,9 @@ const REALMS_SQL = `WITH RECURSIVE realms AS (
 
 const REALM_RANGE_SQL = `SELECT min(${H.col('checked_at')}) AS first, max(${H.col('checked_at')}) AS last FROM ${H.name} WHERE ${H.col('realm_id')} = $1`;
 const OLDEST_SQL = `SELECT min(${H.col('checked_at')}) AS oldest FROM ${H.name}`;
+const COUNT_SQL = `SELECT count(*)::int AS n FROM ${H.name} WHERE ${H.col('realm_id')} = $1 AND ${H.col('checked_at')} >= $2 AND ${H.col('checked_at')} < $3`;
 
-const DELETE_SQL = (table: string): string =>
-  `DELETE FROM ${table} WHERE realm_id = $1 AND period_start >= greatest($2::timestamptz, $4::timestamptz) AND period_start < $3`;
-
-const FILL_SQL = `WITH raw AS (
-    SELECT ${ROLLUP_SOURCE_COLUMNS} FROM ${H.name}
-     WHERE ${H.col('realm_id')} = $1 AND ${H.col('checked_at')} >= $2 AND ${H.col('checked_at')} < $3),
-  ${rollupCtes('raw', 'fill')}
-  SELECT (SELECT count(*) FROM raw)::int AS rows,
-         (SELECT count(*) FROM rollup_half_hour)::int AS half_hours,
-         (SELECT count(*) FROM rollup_day)::int AS days`;
+const DELETE_SQL = (table: string): string => `DELETE FROM ${table} WHERE realm_id = $1 AND period_start >= $2 AND period_start < $3`;
 
 export interface RealmRebuild {
   readonly realmId: string;
@@ -70,17 +64,32 @@ export interface RebuildOptions {
   readonly onRealm?: (r: RealmRebuild) => void;
 }
 
-const ceilTo = (at: Date, seconds: number): Date => new Date(Math.ceil(at.getTime() / (seconds * 1000)) * seconds * 1000);
+const ceilTo = (at: number, seconds: number): number => Math.ceil(at / (seconds * 1000)) * seconds * 1000;
 const floorTo = (at: Date, seconds: number): Date => new Date(Math.floor(at.getTime() / (seconds * 1000)) * seconds * 1000);
 
-async function rebuildChunk(client: PoolClient, realmId: string, from: Date, to: Date, oldest: Date): Promise<{ rows: number; half_hours: number; days: number }> {
+interface ChunkOutcome {
+  rows: number;
+  halfHours: number;
+  days: number;
+}
+
+/** One realm's rollups of [from, to) from its raw rows, up to the watermark, in one transaction under the fold lock. */
+async function rebuildChunk(client: PoolClient, realmId: string, from: number, to: number, oldest: Date): Promise<ChunkOutcome> {
   return inTransaction(client, async () => {
     await client.query(`SET LOCAL lock_timeout = '${LOCK_WAIT}'`);
-    await client.query(`LOCK TABLE ${HH.name}, ${D.name} IN SHARE ROW EXCLUSIVE MODE`);
-    await client.query(DELETE_SQL(HH.name), [realmId, from, to, ceilTo(oldest, HALF_HOUR_SECONDS)]);
-    await client.query(DELETE_SQL(D.name), [realmId, from, to, ceilTo(oldest, DAY_SECONDS)]);
-    const filled = await client.query<{ rows: number; half_hours: number; days: number }>(FILL_SQL, [realmId, from, to]);
-    return filled.rows[0] ?? { rows: 0, half_hours: 0, days: 0 };
+    await client.query(FOLD_LOCK_SQL);
+    const state = await readFoldState(client);
+    const end = Math.min(to, state.foldedUntil?.getTime() ?? -Infinity);
+    if (end <= from) return { rows: 0, halfHours: 0, days: 0 };
+    // Half hours (and days) that may have lost raw rows to the prune are filled, never replaced.
+    const intact = Math.max(firstRefoldable(state), ceilTo(oldest.getTime(), HALF_HOUR_SECONDS));
+    const realm = [realmId];
+    await client.query(DELETE_SQL(HH.name), [realmId, new Date(Math.max(from, intact)), new Date(end)]);
+    await client.query(DELETE_SQL(D.name), [realmId, new Date(Math.max(from, ceilTo(intact, DAY_SECONDS))), new Date(end)]);
+    const rows = (await client.query<{ n: number }>(COUNT_SQL, [realmId, new Date(from), new Date(end)])).rows[0]?.n ?? 0;
+    const halfHours = (await client.query(foldHalfHoursSql('fill'), [new Date(from), new Date(end), realm])).rowCount ?? 0;
+    const days = (await client.query(FOLD_DAYS_SQL, [new Date(from), new Date(end), realm])).rowCount ?? 0;
+    return { rows, halfHours, days };
   });
 }
 
@@ -100,9 +109,9 @@ export async function rebuildRollups(pool: Pool, log: Logger, opts: RebuildOptio
       let halfHours = 0;
       let days = 0;
       for (let start = from.getTime(); start < to.getTime(); start += chunkMs) {
-        const done = await rebuildChunk(client, realmId, new Date(start), new Date(Math.min(start + chunkMs, to.getTime())), oldest as Date);
+        const done = await rebuildChunk(client, realmId, start, Math.min(start + chunkMs, to.getTime()), oldest as Date);
         rows += done.rows;
-        halfHours += done.half_hours;
+        halfHours += done.halfHours;
         days += done.days;
       }
       const rebuilt = { realmId, rows, halfHours, days, from, to };

@@ -1,13 +1,9 @@
 /**
  * The rollups' SQL: how raw health rows become per-realm aggregates per half hour and per UTC day
- * (probes, up, throttled, failures by error_code, a latency sketch). One builder serves both
- * writers, so the two cannot count differently:
- *
- * - recording (db/health-queries.ts) aggregates the rows its INSERT actually inserted (RETURNING,
- *   so a replayed result that ON CONFLICT skipped is not counted again) and ADDS them to the
- *   rollups, in the same statement;
- * - `qbhealth rollup --rebuild` (db/rollup-rebuild.ts) aggregates raw rows and FILLS periods it
- *   has emptied.
+ * (probes, up, throttled, failures by error_code, a latency sketch). Half hours are aggregated
+ * from the raw rows, days from their half hours, so the two cannot count differently. Every write
+ * replaces what is stored with what was computed (ON CONFLICT … DO UPDATE SET col = EXCLUDED.col):
+ * folding a period twice, or by two members at once, leaves the same rows (db/rollup-fold.ts).
  *
  * "Up" is what `qbhealth status` counts as up: status pass or warn (a throttled answer is a
  * connection that works). `failures` counts every probe whose error_code is not `ok` (throttled
@@ -23,7 +19,7 @@ import { dayRollupTable, halfHourRollupTable, healthTable as H } from './schema.
  */
 export const LATENCY_GAMMA = 1.04;
 
-/** The raw columns the rollups are computed from (what the recording INSERT returns). */
+/** The raw columns the rollups are computed from. */
 export const ROLLUP_SOURCE_COLUMNS = H.columnList(['realm_id', 'checked_at', 'status', 'connected', 'error_code', 'latency_ms']);
 
 export const HALF_HOUR_SECONDS = 1800;
@@ -39,70 +35,31 @@ export const GRANULARITIES: readonly Granularity[] = [
   { key: 'day', table: dayRollupTable.name },
 ];
 
-const R = halfHourRollupTable; // both tables have the same columns
-const ROLLUP_COLUMNS = R.columnList(['realm_id', 'period_start', 'probes', 'up', 'throttled', 'failures', 'latency_buckets', 'latency_counts']);
+const HH = halfHourRollupTable;
+const D = dayRollupTable;
+const ROLLUP_COLUMNS = HH.columnList(['realm_id', 'period_start', 'probes', 'up', 'throttled', 'failures', 'latency_buckets', 'latency_counts']);
 
-/** The start of the period (UTC: epoch arithmetic) a row's checked_at falls in. */
-const periodStart = (seconds: number): string => `to_timestamp(floor(extract(epoch FROM checked_at) / ${seconds}) * ${seconds})`;
+/** The start of the period (UTC: epoch arithmetic) an instant falls in. */
+const periodStartOf = (column: string, seconds: number): string => `to_timestamp(floor(extract(epoch FROM ${column}) / ${seconds}) * ${seconds})`;
 /** Up, as `qbhealth status` counts it; rows from before `status` existed read `connected`. */
 const IS_UP = `COALESCE(status, CASE WHEN connected THEN 'pass' ELSE 'fail' END) IN ('pass', 'warn')`;
 const BUCKET = `floor(ln(greatest(latency_ms, 1)) / ln(${LATENCY_GAMMA}))::int`;
-const secondsOf = (g: Granularity): number => (g.key === 'day' ? DAY_SECONDS : HALF_HOUR_SECONDS);
 
 /**
- * Adds the incoming row's counts to the stored ones. The sketch's buckets are distinct but kept in
- * no particular order: a single incoming bucket is incremented in place when stored, else appended.
+ * One rollup row per (realm, period) of `source` (a relation with the ROLLUP_SOURCE_COLUMNS): the
+ * counts in one aggregation, the failure codes and latency buckets gathered as arrays and turned
+ * into counts per code and per bucket (buckets ascending).
  */
-const POSITION = 'array_position(r.latency_buckets, EXCLUDED.latency_buckets[1])';
-const ADD_COUNTS = `probes = r.probes + EXCLUDED.probes,
-      up = r.up + EXCLUDED.up,
-      throttled = r.throttled + EXCLUDED.throttled`;
-const ADD_ONE_BUCKET = {
-  buckets: `CASE WHEN ${POSITION} IS NULL THEN r.latency_buckets || EXCLUDED.latency_buckets ELSE r.latency_buckets END`,
-  counts: `CASE WHEN ${POSITION} IS NULL THEN r.latency_counts || EXCLUDED.latency_counts
-               ELSE r.latency_counts[:${POSITION} - 1] || (r.latency_counts[${POSITION}] + EXCLUDED.latency_counts[1]) || r.latency_counts[${POSITION} + 1:] END`,
-};
-
-/** ON CONFLICT … DO UPDATE for aggregates of any number of probes: failures merged key by key, sketches bucket by bucket. */
-const ADD_ANY = `DO UPDATE SET
-      ${ADD_COUNTS},
-      failures = CASE
-        WHEN EXCLUDED.failures = '{}'::jsonb THEN r.failures
-        WHEN r.failures = '{}'::jsonb THEN EXCLUDED.failures
-        ELSE (SELECT jsonb_object_agg(k, n) FROM (
-                SELECT k, sum(v::bigint) AS n
-                  FROM (SELECT * FROM jsonb_each_text(r.failures) UNION ALL SELECT * FROM jsonb_each_text(EXCLUDED.failures)) AS f(k, v)
-                 GROUP BY k) AS m)
-      END,
-      latency_buckets = CASE
-        WHEN cardinality(EXCLUDED.latency_buckets) = 0 THEN r.latency_buckets
-        WHEN cardinality(EXCLUDED.latency_buckets) = 1 THEN ${ADD_ONE_BUCKET.buckets}
-        ELSE (SELECT array_agg(DISTINCT b ORDER BY b) FROM unnest(r.latency_buckets || EXCLUDED.latency_buckets) AS b)
-      END,
-      latency_counts = CASE
-        WHEN cardinality(EXCLUDED.latency_buckets) = 0 THEN r.latency_counts
-        WHEN cardinality(EXCLUDED.latency_buckets) = 1 THEN ${ADD_ONE_BUCKET.counts}
-        ELSE (SELECT array_agg(n ORDER BY b) FROM (
-                SELECT b, sum(n)::int AS n
-                  FROM (SELECT * FROM unnest(r.latency_buckets, r.latency_counts)
-                        UNION ALL SELECT * FROM unnest(EXCLUDED.latency_buckets, EXCLUDED.latency_counts)) AS u(b, n)
-                 GROUP BY b) AS m)
-      END`;
-
-/**
- * One rollup row per (realm, period) of `source`: the counts in one aggregation, the failure codes
- * and latency buckets gathered as arrays and turned into counts per code and per bucket.
- */
-function periodRows(source: string, seconds: number): string {
+export function periodRows(source: string, seconds: number): string {
   return `SELECT g.realm_id, g.period_start, g.probes, g.up, g.throttled,
          CASE WHEN cardinality(g.codes) = 0 THEN '{}'::jsonb
               WHEN cardinality(g.codes) = 1 THEN jsonb_build_object(g.codes[1], 1)
-              ELSE (SELECT jsonb_object_agg(c, n) FROM (SELECT c, count(*) AS n FROM unnest(g.codes) AS c GROUP BY c) AS x) END,
+              ELSE (SELECT jsonb_object_agg(c, n) FROM (SELECT c, count(*) AS n FROM unnest(g.codes) AS c GROUP BY c) AS x) END AS failures,
          CASE WHEN cardinality(g.buckets) <= 1 THEN g.buckets
-              ELSE (SELECT array_agg(DISTINCT b ORDER BY b) FROM unnest(g.buckets) AS b) END,
+              ELSE (SELECT array_agg(DISTINCT b ORDER BY b) FROM unnest(g.buckets) AS b) END AS latency_buckets,
          CASE WHEN cardinality(g.buckets) <= 1 THEN array_fill(1, ARRAY[cardinality(g.buckets)])
-              ELSE (SELECT array_agg(n ORDER BY b) FROM (SELECT b, count(*)::int AS n FROM unnest(g.buckets) AS b GROUP BY b) AS x) END
-    FROM (SELECT realm_id, ${periodStart(seconds)} AS period_start,
+              ELSE (SELECT array_agg(n ORDER BY b) FROM (SELECT b, count(*)::int AS n FROM unnest(g.buckets) AS b GROUP BY b) AS x) END AS latency_counts
+    FROM (SELECT realm_id, ${periodStartOf('checked_at', seconds)} AS period_start,
                  count(*)::int AS probes,
                  count(*) FILTER (WHERE ${IS_UP})::int AS up,
                  count(*) FILTER (WHERE error_code = 'throttled')::int AS throttled,
@@ -111,48 +68,52 @@ function periodRows(source: string, seconds: number): string {
             FROM ${source}
            WHERE realm_id IS NOT NULL
            GROUP BY 1, 2) AS g
-   -- Rows locked in one order by every writer: two batches sharing realms never deadlock.
+   -- Rows locked in one order by every writer.
    ORDER BY g.realm_id, g.period_start`;
 }
 
-function upsert(g: Granularity, rows: string, onConflict: string): string {
-  return `rollup_${g.key} AS (
-    INSERT INTO ${g.table} AS r (${ROLLUP_COLUMNS})
-    ${rows}
-    ON CONFLICT (realm_id, period_start) ${onConflict}
-    RETURNING 1)`;
+/**
+ * The raw rows of [$1, $2), of the realms $3 (NULL: every realm), as a relation for periodRows;
+ * on the (checked_at) or (realm_id, checked_at) index.
+ */
+export const RAW_RANGE = `(SELECT ${ROLLUP_SOURCE_COLUMNS} FROM ${H.name}
+     WHERE ${H.col('checked_at')} >= $1 AND ${H.col('checked_at')} < $2 AND ($3::text[] IS NULL OR ${H.col('realm_id')} = ANY($3::text[]))) AS raw`;
+
+const REPLACE = `DO UPDATE SET probes = EXCLUDED.probes, up = EXCLUDED.up, throttled = EXCLUDED.throttled, failures = EXCLUDED.failures,
+      latency_buckets = EXCLUDED.latency_buckets, latency_counts = EXCLUDED.latency_counts`;
+
+/**
+ * The half hours of [$1, $2) (half-hour boundaries) of the realms $3 (NULL: all), computed from the
+ * raw rows: `replace` overwrites what is stored (a fold), `fill` only writes half hours without a
+ * row (a rebuild, where raw rows may have been pruned). Returns the rows written.
+ */
+export function foldHalfHoursSql(mode: 'replace' | 'fill'): string {
+  return `INSERT INTO ${HH.name} AS r (${ROLLUP_COLUMNS})
+    ${periodRows(RAW_RANGE, HALF_HOUR_SECONDS)}
+    ON CONFLICT (realm_id, period_start) ${mode === 'replace' ? REPLACE : 'DO NOTHING'}`;
 }
 
 /**
- * The CTEs (to follow `WITH source AS (…),`) that aggregate `source` (a relation with the
- * ROLLUP_SOURCE_COLUMNS, any number of rows) into both rollup tables. `add`: added to what is
- * stored (recording); `fill`: only periods without a row are written (rebuild, after it deleted
- * what it replaces). The half-hour table comes first in every statement, so its lock is always
- * taken first. Afterwards `rollup_half_hour` and `rollup_day` hold one row per period written.
+ * The days of the half hours in [$1, $2) (the days' starts and the fold's watermark: a day counts
+ * only half hours already folded) of the realms $3 (NULL: all), as the sum of those half hours:
+ * counts added, failures added code by code, sketches bucket by bucket. Replaces what is stored.
  */
-export function rollupCtes(source: string, mode: 'add' | 'fill'): string {
-  return GRANULARITIES.map((g) => upsert(g, periodRows(source, secondsOf(g)), mode === 'add' ? ADD_ANY : 'DO NOTHING')).join(',\n  ');
-}
-
-/**
- * The same as rollupCtes(source, 'add') for a `source` of at most one row, whose error_code is
- * also the statement's parameter `errorCode` (SQL): what recording writes most, one result as its
- * probe ends, done without aggregation or subqueries, which cost more than the row itself.
- */
-export function singleRollupCtes(source: string, errorCode: string): string {
-  const rows = `SELECT realm_id, $PERIOD, 1, (${IS_UP})::int, (error_code = 'throttled')::int,
-           CASE WHEN error_code <> 'ok' THEN jsonb_build_object(error_code, 1) ELSE '{}'::jsonb END,
-           CASE WHEN latency_ms IS NULL THEN '{}'::int[] ELSE ARRAY[${BUCKET}] END,
-           CASE WHEN latency_ms IS NULL THEN '{}'::int[] ELSE ARRAY[1] END
-      FROM ${source} WHERE realm_id IS NOT NULL`;
-  const onConflict = `DO UPDATE SET
-      ${ADD_COUNTS},
-      failures = CASE WHEN EXCLUDED.failures = '{}'::jsonb THEN r.failures
-                      ELSE r.failures || jsonb_build_object(${errorCode}, coalesce((r.failures ->> ${errorCode})::int, 0) + 1) END,
-      latency_buckets = CASE WHEN cardinality(EXCLUDED.latency_buckets) = 0 THEN r.latency_buckets ELSE ${ADD_ONE_BUCKET.buckets} END,
-      latency_counts = CASE WHEN cardinality(EXCLUDED.latency_buckets) = 0 THEN r.latency_counts ELSE ${ADD_ONE_BUCKET.counts} END`;
-  return GRANULARITIES.map((g) => upsert(g, rows.replace('$PERIOD', periodStart(secondsOf(g))), onConflict)).join(',\n  ');
-}
+export const FOLD_DAYS_SQL = `WITH hh AS (
+    SELECT realm_id, ${periodStartOf('period_start', DAY_SECONDS)} AS day, probes, up, throttled, failures, latency_buckets, latency_counts
+      FROM ${HH.name}
+     WHERE period_start >= $1 AND period_start < $2 AND ($3::text[] IS NULL OR realm_id = ANY($3::text[]))),
+  counts AS (SELECT realm_id, day, sum(probes)::int AS probes, sum(up)::int AS up, sum(throttled)::int AS throttled FROM hh GROUP BY 1, 2),
+  fails AS (SELECT realm_id, day, jsonb_object_agg(k, n) AS failures
+              FROM (SELECT realm_id, day, f.k, sum(f.v::int)::int AS n FROM hh, jsonb_each_text(hh.failures) AS f(k, v) GROUP BY 1, 2, 3) AS x
+             GROUP BY 1, 2),
+  sketches AS (SELECT realm_id, day, array_agg(b ORDER BY b) AS buckets, array_agg(n ORDER BY b) AS counts
+                 FROM (SELECT realm_id, day, u.b, sum(u.n)::int AS n FROM hh, unnest(hh.latency_buckets, hh.latency_counts) AS u(b, n) GROUP BY 1, 2, 3) AS x
+                GROUP BY 1, 2)
+  INSERT INTO ${D.name} AS r (${ROLLUP_COLUMNS})
+  SELECT c.realm_id, c.day, c.probes, c.up, c.throttled, coalesce(f.failures, '{}'::jsonb), coalesce(s.buckets, '{}'::int[]), coalesce(s.counts, '{}'::int[])
+    FROM counts c LEFT JOIN fails f USING (realm_id, day) LEFT JOIN sketches s USING (realm_id, day)
+   ORDER BY c.realm_id, c.day
+  ON CONFLICT (realm_id, period_start) ${REPLACE}`;
 
 /** The latency a bucket stands for: its geometric middle, in whole milliseconds. */
 export function bucketLatencyMs(bucket: number): number {

@@ -210,7 +210,7 @@ export const outboxTable = new Table(
 
 /**
  * Rollups of the health history per realm and period (db/rollups.ts): one table per granularity,
- * half hours (the dashboard's last 24 h) and UTC days (its 90 days). The recording statement
+ * half hours (the dashboard's last 24 h) and UTC days (its 90 days). The fold (db/rollup-fold.ts)
  * upserts them: ON CONFLICT (realm_id, period_start); pruning deletes by period_start.
  */
 function rollupTable<N extends string>(name: N) {
@@ -232,6 +232,21 @@ function rollupTable<N extends string>(name: N) {
 
 export const halfHourRollupTable = rollupTable('quickbooks_health_rollup_halfhour');
 export const dayRollupTable = rollupTable('quickbooks_health_rollup_day');
+
+/**
+ * How far the rollups are folded (db/rollup-fold.ts), one row: half hours before `folded_until`
+ * are in the rollups, later ones are read from the raw rows; half hours beginning before
+ * `raw_pruned_before` (the prune's cutoff) are never folded again. Upserted ON CONFLICT (singleton).
+ */
+export const rollupFoldTable = new Table(
+  'quickbooks_health_rollup_fold',
+  {
+    singleton: { type: 'boolean', notNull: true, default: 'true' },
+    folded_until: { type: 'timestamp with time zone', notNull: true, default: 'to_timestamp(floor(extract(epoch FROM now()) / 86400) * 86400)' },
+    raw_pruned_before: timestamptz,
+  },
+  [{ columns: ['singleton'], unique: true }],
+);
 
 /**
  * The history of alert transitions (raised, repeated, resolved), one row each, written in the
@@ -284,4 +299,4 @@ export const silencesTable = new Table(
 );
 
 /** Every table the code uses; `check-schema` verifies exactly these. */
-export const SCHEMA: readonly TableSpec[] = [migrationsTable, healthTable, tokensTable, alertsTable, membersTable, leasesTable, outboxTable, halfHourRollupTable, dayRollupTable, alertEventsTable, silencesTable];
+export const SCHEMA: readonly TableSpec[] = [migrationsTable, healthTable, tokensTable, alertsTable, membersTable, leasesTable, outboxTable, halfHourRollupTable, dayRollupTable, rollupFoldTable, alertEventsTable, silencesTable];
