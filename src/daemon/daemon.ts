@@ -14,6 +14,7 @@ import { describeDbFailure } from '../db/failure.js';
 import { migrate, migrationStatus } from '../db/migrate.js';
 import { pruneHistory } from '../db/prune.js';
 import { warnWhenRollupsIncomplete } from '../db/rollup-rebuild.js';
+import { foldGraceMs } from '../db/rollup-fold.js';
 import { pruneOutbox } from '../db/alert-queries.js';
 import { StatusReader } from '../db/status.js';
 import { describeProblem, verifySchema } from '../db/verify.js';
@@ -39,6 +40,7 @@ import { TokenCipher } from '../quickbooks/cipher.js';
 import { IntuitOAuth } from '../quickbooks/oauth.js';
 import { REFRESH_ANSWER_TIMEOUT_MS, TokenStore } from '../quickbooks/token-store.js';
 import { FatalError, Recorder } from '../recorder/recorder.js';
+import { RollupFolder } from '../recorder/rollup-folder.js';
 import { instanceSpoolDir, Spool } from '../recorder/spool.js';
 import { SchemaWatch } from '../schema-watch/watch.js';
 
@@ -68,6 +70,8 @@ export class Daemon {
   private readonly dbAlerts: DatabaseAlerts;
   private readonly outbox: OutboxDeliverer;
   private readonly recorder: Recorder;
+  /** Folds closed half hours of the raw rows into the rollups (the dashboard's history). */
+  private readonly folder: RollupFolder;
   private readonly store: TokenStore;
   private readonly prober: Prober;
   private readonly server: HealthServer;
@@ -119,6 +123,7 @@ export class Daemon {
       (outcome) => this.noteDbOutcome(outcome),
       (replay) => this.metrics.replayed.inc(replay.replayed),
     );
+    this.folder = new RollupFolder(this.pool, log, { graceMs: foldGraceMs(config.probeTimeoutMs) });
     const oauth = IntuitOAuth.fromConfig(config);
     this.store = new TokenStore(this.pool, TokenCipher.fromConfig(config), oauth, secrets, log);
     // Results are stamped on the database's clock (the offset the heartbeats measure), so a member
@@ -258,6 +263,7 @@ export class Daemon {
     this.outbox.start();
     this.scheduler.start(config.probeTimeoutMs);
     this.watchdog.start();
+    this.folder.start();
     this.startTimers();
   }
 
@@ -517,6 +523,7 @@ export class Daemon {
     await this.fleetWatch.stop();
     await this.outbox.stop(0);
     await this.schemaWatch?.stop();
+    await this.folder.stop();
     await this.spool.close();
     await this.server.close();
     await this.pool.end();
