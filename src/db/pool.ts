@@ -58,7 +58,18 @@ export const SqlState = {
   readOnlyTransaction: '25006',
   queryCanceled: '57014',
   lockNotAvailable: '55P03',
+  deadlockDetected: '40P01',
+  serializationFailure: '40001',
 } as const;
+
+/**
+ * A statement that lost a race or ran out of time (a statement or lock timeout, a deadlock, a
+ * serialization failure): the same statement may well succeed on the next try.
+ */
+export function isTransientSqlError(err: unknown): boolean {
+  const code = sqlState(err);
+  return code === SqlState.queryCanceled || code === SqlState.lockNotAvailable || code === SqlState.deadlockDetected || code === SqlState.serializationFailure;
+}
 
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
 

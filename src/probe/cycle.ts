@@ -11,7 +11,7 @@
  * them), so that their results are spooled and the database alert is raised, and coordination
  * resumes once PostgreSQL answers.
  */
-import { isDatabaseUnavailable, isSchemaGap, isSqlError } from '../db/pool.js';
+import { isDatabaseUnavailable, isSchemaGap, isSqlError, isTransientSqlError } from '../db/pool.js';
 import type { Lease } from '../db/fleet-queries.js';
 import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
 import type { ProbeResult } from '../probe-result.js';
@@ -75,6 +75,9 @@ export class ProbeCycle {
       this.hooks.databaseFailed(err);
     };
   }
+
+  /** Cycles in a row whose claims failed with a transient error (a timeout, a deadlock). */
+  private transientClaimFailures = 0;
 
   /** Realms claimed and not yet ended: the leases the heartbeat renews. */
   private readonly working = new Set<string>();
@@ -146,6 +149,7 @@ export class ProbeCycle {
       const failed = slots.find((s): s is PromiseRejectedResult => s.status === 'rejected');
       if (failed) throw failed.reason;
       this.repeats.clear('claim');
+      this.transientClaimFailures = 0;
     } catch (err) {
       // Any refusal of PostgreSQL's (unreachable, read-only, a missing table, a timeout) ends coordination for this cycle.
       if (!isDatabaseUnavailable(err) && !isSchemaGap(err) && !isSqlError(err)) throw err;
@@ -153,7 +157,19 @@ export class ProbeCycle {
     } finally {
       if (this.hooks.shuttingDown()) await queue.releaseUnstarted().catch((err: unknown) => this.finisher.onError(err));
     }
-    if (coordinationFailure !== undefined) {
+    if (coordinationFailure !== undefined && isTransientSqlError(coordinationFailure) && ++this.transientClaimFailures === 1) {
+      // A claim that timed out or lost a deadlock once: the other members claim on, and probing
+      // this member's share beside them would probe realms twice. What is left is claimed next
+      // time; a second failure in a row is no passing race, and then the share is probed.
+      const admitted = this.repeats.admit('claim');
+      if (admitted) {
+        this.log.warn(
+          { event: LogEvent.leaseClaimFailed, err: coordinationFailure, instance: this.opts.instanceId, ...admitted },
+          'claiming realms from PostgreSQL timed out or lost a deadlock; the realms not claimed are left to the other members and the next cycle (a second failure in a row probes this member\'s share without coordination) (repeats are counted, not logged, for a minute)',
+        );
+      }
+      this.hooks.databaseFailed(coordinationFailure);
+    } else if (coordinationFailure !== undefined) {
       // PostgreSQL cannot hand out work: this member's share is probed without coordination (less
       // what this cycle claimed before the failure).
       uncoordinated = true;

@@ -352,6 +352,57 @@ describe('PostgreSQL away: what a member probes without coordination', () => {
   });
 });
 
+describe('a claim that times out or loses a deadlock (the probe cycle against a real database)', () => {
+  it('once: nothing beyond what was claimed is probed (the others claim on), a database failure counted; twice in a row: the share is probed without coordination', async () => {
+    const db = await migratedDatabase();
+    const pool = createPool({ databaseUrl: db.url, applicationName: 'test', max: 4 }, quiet);
+    try {
+      const realms = ['9130380001', '9130380002', '9130380003'];
+      await db.query(`INSERT INTO quickbooks_oauth_tokens (realm_id, environment, refresh_token_enc) SELECT id, 'sandbox', 'x' FROM unnest($1::text[]) AS id`, [realms]);
+      let timingOut = false;
+      // The lease claim cancelled by statement_timeout while `timingOut`; everything else answers.
+      const flaky = {
+        query: (...args: unknown[]) =>
+          timingOut && /FOR UPDATE OF l SKIP LOCKED/.test(String(args[0]))
+            ? Promise.reject(Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' }))
+            : (pool.query as (...a: unknown[]) => Promise<unknown>)(...args),
+      } as unknown as Pool;
+      const probed: string[] = [];
+      const prober = {
+        probe: async (realmId: string) => {
+          probed.push(realmId);
+          return { result: { probeId: randomUUID(), realmId, checkedAt: new Date(), connected: true, status: 'pass', errorCode: 'ok', error: undefined, httpStatus: 200, latencyMs: 1, intuitTid: undefined, refreshTokenExpiresAt: undefined, companyName: undefined } };
+        },
+      } as unknown as Prober;
+      let failures = 0;
+      const hooks: CycleHooks = {
+        observe: () => undefined,
+        record: async () => undefined,
+        offlineShare: () => ({ realms, known: realms.length, members: 1 }),
+        forget: () => undefined,
+        databaseFailed: () => void failures++,
+        shuttingDown: () => false,
+      };
+      const cycle = new ProbeCycle(flaky, prober, hooks, quiet, { instanceId: 'a#1', batch: 2, dueAfterMs: 60_000, leaseMs: 5000 });
+      timingOut = true;
+      expect(await cycle.run()).toMatchObject({ realms: 0, uncoordinated: false });
+      expect(probed).toEqual([]);
+      expect(failures).toBe(1);
+      expect(await cycle.run()).toMatchObject({ realms: 3, uncoordinated: true });
+      expect(failures).toBe(2);
+      // Claims answer again: coordinated, and the count of failures in a row starts afresh.
+      timingOut = false;
+      probed.length = 0;
+      expect(await cycle.run()).toMatchObject({ realms: 3, uncoordinated: false });
+      timingOut = true;
+      expect(await cycle.run()).toMatchObject({ realms: 0, uncoordinated: false });
+    } finally {
+      await pool.end();
+      await db.drop();
+    }
+  });
+});
+
 describe('a member whose clock is 30 s ahead (leases on the database clock)', () => {
   let fx: Fixture;
   beforeAll(async () => {
