@@ -1,8 +1,11 @@
 /**
- * Rollups (db/rollups.ts): counted by the recording statement, once per inserted row (a replay
- * counts nothing twice), equal to what `qbhealth rollup --rebuild` computes from the raw rows,
- * kept when raw rows are pruned and pruned after ROLLUP_RETENTION_DAYS, demanded by verifySchema.
- * Real PostgreSQL, each describe block its own migrated database.
+ * Rollups (db/rollups.ts, db/rollup-fold.ts): recording writes raw rows only; a closed half hour is
+ * folded from them (equal to the aggregate of its raw rows, the same however often and by however
+ * many folders at once), a late result (a spool replay) re-folded and counted once; a failed fold
+ * is logged and caught up; equal to what `qbhealth rollup --rebuild` computes from the raw rows,
+ * kept when raw rows are pruned (and never re-folded from what pruning left) and pruned after
+ * ROLLUP_RETENTION_DAYS, demanded by verifySchema. Real PostgreSQL, each describe block its own
+ * migrated database.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
@@ -16,10 +19,12 @@ import { insertProbeResults } from '../src/db/health-queries.js';
 import { migrate } from '../src/db/migrate.js';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { pruneHistory } from '../src/db/prune.js';
+import { FOLD_LOCK_SQL, foldClosedPeriods } from '../src/db/rollup-fold.js';
 import { rebuildRollups, rollupCoverage, warnWhenRollupsIncomplete } from '../src/db/rollup-rebuild.js';
 import { bucketLatencyMs, LATENCY_GAMMA, sketchPercentile } from '../src/db/rollups.js';
 import { describeProblem, verifySchema } from '../src/db/verify.js';
 import type { ErrorCode, ProbeResult } from '../src/probe-result.js';
+import { RollupFolder } from '../src/recorder/rollup-folder.js';
 import { Spool } from '../src/recorder/spool.js';
 import { runQbhealth } from './support/cli.js';
 import type { TestDatabase } from './support/db.js';
@@ -105,22 +110,43 @@ function migratedPerBlock(use: (db: TestDatabase, pool: Pool) => void): void {
   });
 }
 
-describe('recording', () => {
+const GRACE = 120_000;
+/** Sets the fold's watermark (tests start it where their history starts). */
+const foldFrom = (db: TestDatabase, at: number) => db.query('UPDATE quickbooks_health_rollup_fold SET folded_until = $1', [new Date(at)]);
+const fold = (pool: Pool, now: number) => foldClosedPeriods(pool, { graceMs: GRACE, now: new Date(now), wait: true });
+
+/** The rollups computed by the test's own SQL from the raw rows (half hours; days by summing them). */
+const ORACLE_SQL = `SELECT realm_id, to_timestamp(floor(extract(epoch FROM checked_at) / $1) * $1) AS period_start, count(*)::int AS probes,
+         count(*) FILTER (WHERE status IN ('pass', 'warn'))::int AS up, count(*) FILTER (WHERE error_code = 'throttled')::int AS throttled,
+         (SELECT coalesce(jsonb_object_agg(c, n), '{}') FROM (SELECT e AS c, count(*) AS n FROM unnest(array_agg(error_code)) AS e WHERE e <> 'ok' GROUP BY e) AS x) AS failures
+    FROM quickbooks_connection_health GROUP BY 1, 2 ORDER BY 1, 2`;
+
+describe('recording and folding', () => {
   let db: TestDatabase;
   let pool: Pool;
+  let pool2: Pool;
   migratedPerBlock((d, p) => {
     db = d;
     pool = p;
+    pool2 = createPool({ databaseUrl: d.url, applicationName: 'test-second-folder' }, quiet);
   });
+  afterAll(() => pool2?.end());
 
-  it('adds each recorded result to its realm\'s half hour and UTC day: probes, up, throttled, failures by error_code, latency buckets', async () => {
+  it('recording writes raw rows only; a closed half hour is folded into its realm\'s half hour and UTC day: probes, up, throttled, failures by error_code, latency buckets', async () => {
+    await foldFrom(db, T0 - 10 * MIN); // 23:30
     const all = mixedResults();
-    // In batches of several sizes, as group commit and replays write them.
+    // In batches of several sizes, as group commit writes them, as the probes end.
     for (const size of [1, 7, 30]) {
       const batch = all.splice(0, size);
-      expect(await insertProbeResults(pool, batch)).toBe(size);
+      expect(await insertProbeResults(pool, batch, (batch.at(-1) as ProbeResult).checkedAt.getTime() + 1000)).toBe(size);
     }
-    expect(await insertProbeResults(pool, all)).toBe(all.length);
+    expect(await insertProbeResults(pool, all, (all.at(-1) as ProbeResult).checkedAt.getTime() + 1000)).toBe(all.length);
+    expect(await rollups(db, 'day')).toEqual([]);
+    expect(await rollups(db, 'halfhour')).toEqual([]);
+
+    // 00:31: 00:00 to 00:30 is still within its grace; 00:33: folded.
+    expect(await fold(pool, T0 + 51 * MIN)).toMatchObject({ halfHourRows: 2, foldedUntil: new Date('2026-11-21T00:00:00Z') });
+    expect(await fold(pool, T0 + 53 * MIN)).toMatchObject({ halfHourRows: 2, foldedUntil: new Date('2026-11-21T00:30:00Z') });
 
     const days = await rollups(db, 'day');
     // 111 on 2026-11-20: minutes 0..19 (23:40..23:59), codes cycling ok ok throttled ok server_error ok timeout ok.
@@ -137,6 +163,10 @@ describe('recording', () => {
       ['2026-11-20T23:30:00.000Z', 20],
       ['2026-11-21T00:00:00.000Z', 20],
     ]);
+    // Each half hour (here each day too) equals the aggregate of its raw rows.
+    const oracle = (await db.query(ORACLE_SQL, [1800])).rows;
+    expect(halfHours.map(({ latency_buckets: _b, latency_counts: _c, ...r }) => r)).toEqual(oracle);
+    expect(days.map(({ latency_buckets: _b, latency_counts: _c, ...r }) => r)).toEqual((await db.query(ORACLE_SQL, [86_400])).rows);
     // Each latency lands in bucket floor(log_1.04(ms)); buckets distinct, counts summing to the probes.
     for (const r of [...days, ...halfHours]) {
       expect(new Set(r.latency_buckets).size).toBe(r.latency_buckets.length);
@@ -150,11 +180,34 @@ describe('recording', () => {
     expect(sketch(firstDay)).toEqual(expected);
   });
 
-  it('counts a replayed result once: the same results again, and through a spool replay, change nothing', async () => {
+  it('folding again, or by two folders at once, gives the same rows; a folder finding another at work leaves it the work', async () => {
+    const once = await normalized(db);
+    expect(once).toHaveLength(8);
+    await foldFrom(db, T0 - 10 * MIN);
+    const [a, b] = await Promise.all([fold(pool, T0 + 53 * MIN), fold(pool2, T0 + 53 * MIN)]);
+    expect([a.halfHourRows + b.halfHourRows, a.busy, b.busy]).toEqual([4, false, false]);
+    expect(await normalized(db)).toEqual(once);
+
+    const holder = await pool2.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query(FOLD_LOCK_SQL);
+      await foldFrom(db, T0 - 10 * MIN);
+      expect(await foldClosedPeriods(pool, { graceMs: GRACE, now: new Date(T0 + 53 * MIN) })).toEqual({ halfHourRows: 0, foldedUntil: null, busy: true });
+      await holder.query('COMMIT');
+    } finally {
+      holder.release();
+    }
+    expect(await fold(pool, T0 + 53 * MIN)).toMatchObject({ halfHourRows: 4, busy: false });
+    expect(await normalized(db)).toEqual(once);
+  });
+
+  it('a replayed result of a half hour already folded is re-folded when it is inserted, and counted once: the same results again, and through a spool replay', async () => {
     const batch = Array.from({ length: 10 }, (_, i) => result('333', new Date(T0 + i * MIN), i % 2 === 0 ? 'ok' : 'server_error', 200));
+    // Recorded now, days after their half hours were folded (up to 00:30): late, re-folded at once.
     expect(await insertProbeResults(pool, batch)).toBe(10);
-    const before = (await rollups(db, 'day')).filter((r) => r.realm_id === '333');
-    expect(before).toMatchObject([{ probes: 10, up: 5, failures: { server_error: 5 } }]);
+    const day = async () => (await rollups(db, 'day')).filter((r) => r.realm_id === '333');
+    expect(await day()).toMatchObject([{ probes: 10, up: 5, failures: { server_error: 5 } }]);
 
     expect(await insertProbeResults(pool, batch)).toBe(0);
     // A replay after a crash: half the batch already in, the other half new.
@@ -165,9 +218,49 @@ describe('recording', () => {
     expect(await spool.replay((b) => insertProbeResults(pool, b))).toEqual({ replayed: 10, inserted: 5, skipped: 0 });
     await spool.close();
 
-    expect((await rollups(db, 'day')).filter((r) => r.realm_id === '333')).toMatchObject([{ probes: 15, up: 10, failures: { server_error: 5 } }]);
+    expect(await day()).toMatchObject([{ probes: 15, up: 10, failures: { server_error: 5 } }]);
+    expect((await rollups(db, 'halfhour')).filter((r) => r.realm_id === '333')).toMatchObject([{ probes: 15, up: 10 }]);
     const raw = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM quickbooks_connection_health WHERE realm_id = '333'`);
     expect(raw.rows[0]?.n).toBe(15);
+    // And a fold afterwards changes nothing.
+    const after = await normalized(db);
+    await foldFrom(db, T0 - 10 * MIN);
+    await fold(pool, T0 + 53 * MIN);
+    expect(await normalized(db)).toEqual(after);
+  });
+});
+
+describe('a fold that fails', () => {
+  let db: TestDatabase;
+  let pool: Pool;
+  migratedPerBlock((d, p) => {
+    db = d;
+    pool = p;
+  });
+
+  it('logs rollup.fold_failed with the error, moves no watermark, and the next fold catches up', async () => {
+    const now = Date.now();
+    const start = Math.floor((now - 3 * 3_600_000) / 1_800_000) * 1_800_000;
+    await foldFrom(db, start);
+    // Three hours of one realm, recorded as the probes ended.
+    for (let at = start; at < now - 60_000; at += 5 * MIN) expect(await insertProbeResults(pool, [result('801', new Date(at), 'ok', 150)], at + 1000)).toBe(1);
+    await db.query('ALTER TABLE quickbooks_health_rollup_halfhour RENAME TO rollup_halfhour_away');
+    const capture = captureLog('info');
+    const folder = new RollupFolder(pool, capture.log, { graceMs: GRACE });
+    expect(await folder.foldNow()).toBeUndefined();
+    expect(capture.byEvent('rollup.fold_failed')).toEqual([expect.objectContaining({ level: 40, err: expect.objectContaining({ message: expect.stringContaining('quickbooks_health_rollup_halfhour') }) })]);
+    const until = async () => (await db.query<{ u: Date }>('SELECT folded_until AS u FROM quickbooks_health_rollup_fold')).rows[0]?.u.getTime();
+    expect(await until()).toBe(start);
+
+    await db.query('ALTER TABLE rollup_halfhour_away RENAME TO quickbooks_health_rollup_halfhour');
+    expect(await folder.foldNow()).toMatchObject({ busy: false, halfHourRows: expect.any(Number) });
+    const closed = Math.floor((Date.now() - GRACE) / 1_800_000) * 1_800_000;
+    expect(await until()).toBe(closed);
+    const folded = await db.query<{ n: number }>(`SELECT coalesce(sum(probes), 0)::int AS n FROM quickbooks_health_rollup_halfhour WHERE realm_id = '801'`);
+    const raw = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM quickbooks_connection_health WHERE checked_at < $1`, [new Date(closed)]);
+    expect(folded.rows[0]?.n).toBe(raw.rows[0]?.n);
+    expect(raw.rows[0]?.n).toBeGreaterThanOrEqual(30);
+    await folder.stop();
   });
 });
 
@@ -212,7 +305,8 @@ describe('rebuild, pruning and retention', () => {
   });
   beforeAll(async () => {
     // Three realms, three days and a half, a probe every 5 minutes, recorded as the daemon and
-    // its spool write them: one at a time, in batches, some twice.
+    // its spool write them: one at a time, in batches, some twice; folded as the daemons fold,
+    // now and then, and once more at the end.
     const codes = ['ok', 'ok', 'ok', 'throttled', 'ok', 'server_error', 'ok', 'ok', 'timeout', 'ok', 'ok'] as const;
     const all: ProbeResult[] = [];
     for (let i = 0; i < 3 * 24 * 12 + 60; i++) {
@@ -220,17 +314,21 @@ describe('rebuild, pruning and retention', () => {
         all.push(result(realm, new Date(START + i * 5 * MIN), codes[(i + Number(realm)) % codes.length] as keyof typeof OUTCOMES, 90 + ((i * 53) % 700)));
       }
     }
+    await foldFrom(db, START - 5 * MIN);
     let written = 0;
     for (let n = 0; written < all.length; n++) {
       const size = [1, 1, 3, 17, 1, 120][n % 6] as number;
       const batch = all.slice(written, written + size);
-      await insertProbeResults(pool, batch);
-      if (n % 5 === 0) await insertProbeResults(pool, [...batch, ...all.slice(0, 2)]); // replayed: nothing new
+      const now = (batch.at(-1) as ProbeResult).checkedAt.getTime() + 2000;
+      await insertProbeResults(pool, batch, now);
+      if (n % 5 === 0) await insertProbeResults(pool, [...batch, ...all.slice(0, 2)], now); // replayed: nothing new
+      if (n % 7 === 0) await fold(pool, now);
       written += size;
     }
+    await fold(pool, (all.at(-1) as ProbeResult).checkedAt.getTime() + DAY);
   });
 
-  it('rebuilding from the raw rows gives what recording added up, into empty rollups and over existing ones, in chunks', async () => {
+  it('rebuilding from the raw rows gives what folding gave, into empty rollups and over existing ones, in chunks', async () => {
     const recorded = await normalized(db);
     expect(recorded.length).toBeGreaterThan(3 * 4);
     await db.query('TRUNCATE quickbooks_health_rollup_halfhour, quickbooks_health_rollup_day');
@@ -261,6 +359,14 @@ describe('rebuild, pruning and retention', () => {
     expect(await normalized(db)).toEqual(before);
     await rebuildRollups(pool, quiet);
     expect(await normalized(db)).toEqual(before);
+    // A result of 00:55 replayed now: inserted (the next prune takes it), but its half hour, which
+    // pruning cut into, is not folded again from what is left of it.
+    expect(await insertProbeResults(pool, [result('501', new Date('2026-11-19T00:55:00Z'), 'ok', 100)])).toBe(1);
+    expect(await normalized(db)).toEqual(before);
+    // One of 01:40, after the cutoff: its half hour is folded again, and counts it.
+    expect(await insertProbeResults(pool, [result('501', new Date('2026-11-19T01:40:00Z'), 'ok', 100)])).toBe(1);
+    const halfHour = (await rollups(db, 'halfhour')).find((r) => r.realm_id === '501' && r.period_start.toISOString() === '2026-11-19T01:30:00.000Z');
+    expect(halfHour?.probes).toBe(7);
   });
 
   it('prunes rollups of periods older than ROLLUP_RETENTION_DAYS, in batches, and only those', async () => {
@@ -289,12 +395,15 @@ describe('schema, command and configuration', () => {
     pool = p;
   });
 
-  it('a missing rollup table is a schema gap: verifySchema names it, recording fails as one (run `qbhealth migrate`), migrate restores it', async () => {
+  it('a missing rollup table is a schema gap: verifySchema names it; recording goes on, but a late result, whose re-fold fails, is not half-written (it waits in the spool); migrate restores it', async () => {
     await db.query('DROP TABLE quickbooks_health_rollup_day');
     expect((await verifySchema(db.client)).map(describeProblem)).toEqual(['missing table quickbooks_health_rollup_day']);
     const check = await runQbhealth(['check-schema'], { DATABASE_URL: db.url });
     expect(check.code).toBe(65);
     expect(check.stdout).toContain('missing table quickbooks_health_rollup_day');
+    // A result recorded as its probe ends: raw rows only.
+    expect(await insertProbeResults(pool, [result('602', new Date(T0), 'ok', 100)], T0 + 1000)).toBe(1);
+    // A late one (folded half hours are re-folded in its transaction): fails as a schema gap.
     const err = await insertProbeResults(pool, [result('601', new Date(T0), 'ok', 100)]).then(
       () => undefined,
       (e: unknown) => e,
@@ -306,6 +415,7 @@ describe('schema, command and configuration', () => {
     await migrate(pool, quiet);
     expect(await verifySchema(db.client)).toEqual([]);
     expect(await insertProbeResults(pool, [result('601', new Date(T0), 'ok', 100)])).toBe(1);
+    expect((await db.query(`SELECT probes FROM quickbooks_health_rollup_day WHERE realm_id = '601'`)).rows).toEqual([{ probes: 1 }]);
   });
 
   it('`qbhealth rollup` says when raw history is missing from the rollups (exit 1), `--rebuild` fills them (one line per realm), then exit 0; the daemon check warns until then', async () => {
