@@ -2,8 +2,9 @@
  * A member's share of the realms while PostgreSQL is away and nothing can be claimed: the realms
  * are divided among the members it last saw live by rendezvous hashing (each realm goes to the
  * member whose hash of member and realm is highest). Every member that saw the same members
- * computes the same division, so each realm is probed by exactly one of them, none by two, and a
- * member that joins or leaves moves only its own realms. (A division by who probed each realm
+ * computes the same division, so each realm is probed by exactly one of them, and a member that
+ * joins or leaves moves only its own realms. (Members that saw the fleet differently, one joining
+ * or dying just before the outage, may both take a realm.) (A division by who probed each realm
  * last cannot be made alike on every member: each read the fleet's view at another instant.)
  */
 import { createHash } from 'node:crypto';
