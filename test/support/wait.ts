@@ -18,7 +18,7 @@ export async function eventually(check: () => Promise<void>, timeoutMs = 10_000)
  * Polls `url` every 20 ms until stop() (what a load balancer's health checks see): each answer's
  * status, or the connection error's message.
  */
-export function pollStatuses(url: string, opts: { newConnection?: boolean } = {}): { stop(): Promise<Array<number | string>> } {
+export function pollStatuses(url: string, opts: { newConnection?: boolean } = {}): { count(): number; stop(): Promise<Array<number | string>> } {
   const answers: Array<number | string> = [];
   let polling = true;
   const loop = (async () => {
@@ -32,6 +32,7 @@ export function pollStatuses(url: string, opts: { newConnection?: boolean } = {}
     }
   })();
   return {
+    count: () => answers.length,
     stop: async () => {
       polling = false;
       await loop;
