@@ -44,6 +44,8 @@ export const LogEvent = {
   dbConnectionError: 'db.connection_error',
   dbReadFailed: 'db.read_failed',
   dbRecovered: 'db.recovered',
+  /** PostgreSQL answers, but the catching up after it failed (db/watchdog.ts). */
+  dbRecoveryFailed: 'db.recovery_failed',
   schedulerOverlap: 'scheduler.overlap',
   schedulerMissed: 'scheduler.missed',
   schedulerTickFailed: 'scheduler.tick_failed',

@@ -7,12 +7,12 @@
  */
 import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
 import { coerceError } from '../errors.js';
-import { withClient, type Pool } from './pool.js';
+import { isDatabaseUnavailable, withClient, type Pool } from './pool.js';
 
 export interface WatchdogHooks {
   /** PostgreSQL answered (or not: `error`). */
   reachable(ok: boolean, error: string | undefined): void;
-  /** Recovery work while PostgreSQL answers; a throw counts as the database failing. */
+  /** Recovery work while PostgreSQL answers; a throw counts as the database failing only when it says PostgreSQL is unavailable. */
   recover(): Promise<void>;
   /** After each check, whatever it found (escalation of the outcome, persisting state). */
   after(): Promise<void>;
@@ -51,7 +51,21 @@ export class DatabaseWatchdog {
     try {
       await withClient(this.pool, (c) => c.query('SELECT 1'));
       this.hooks.reachable(true, undefined);
-      await this.hooks.recover();
+      try {
+        await this.hooks.recover();
+        this.repeats.clear('recover');
+      } catch (err) {
+        // PostgreSQL going away meanwhile is the database failing; anything else (a spool
+        // directory it may not read, a replay refused) is that, named, and PostgreSQL stays reachable.
+        if (isDatabaseUnavailable(err)) throw err;
+        const admitted = this.repeats.admit('recover');
+        if (admitted) {
+          this.log.warn(
+            { event: LogEvent.dbRecoveryFailed, err, ...admitted },
+            'PostgreSQL answers, but catching up after it (adopting spools of processes that are gone, replaying the spool, storing rotated tokens, checking the schema) failed; tried again at the next check (repeats are counted, not logged, for a minute)',
+          );
+        }
+      }
     } catch (err) {
       this.hooks.reachable(false, coerceError(err).message);
       const admitted = this.repeats.admit('db-check');
