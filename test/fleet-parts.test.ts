@@ -20,6 +20,8 @@ import { OutboxDeliverer } from '../src/escalate/outbox.js';
 import type { AlertNotification } from '../src/alert.js';
 import { DeadMansSwitch } from '../src/fleet/dead-mans-switch.js';
 import { ClockOffset, Membership } from '../src/fleet/membership.js';
+import { ProbeCycle, type CycleHooks } from '../src/probe/cycle.js';
+import type { Prober } from '../src/probe/prober.js';
 import { instanceSpoolDir, Spool } from '../src/recorder/spool.js';
 import type { TestDatabase } from './support/db.js';
 import { captureLog } from './support/log.js';
@@ -77,6 +79,40 @@ describe('realm leases', () => {
     expect(await claimRealms(pool, 'e#5', opts)).toEqual([]);
     // A cycle on demand (`force`) takes free realms whether due or not.
     expect((await claimRealms(pool, 'e#5', { ...opts, force: true })).length).toBe(7);
+  });
+
+  it('the heartbeat renews claimed realms that wait for a free probe slot, not only those being probed (a wait as long as a probe may outlast the TTL)', async () => {
+    const ids = ['8400000001', '8400000002', '8400000003', '8400000004'];
+    await addRealms(ids);
+    // Realms 2 and 3 answer only when released: both slots busy, realm 4 claimed and waiting.
+    const release = new Map<string, () => void>();
+    const prober = {
+      probe: async (realmId: string) => {
+        if (realmId === ids[1] || realmId === ids[2]) await new Promise<void>((resolve) => release.set(realmId, resolve));
+        return { result: { probeId: randomUUID(), realmId, checkedAt: new Date(), connected: true, status: 'pass', errorCode: 'ok', error: undefined, httpStatus: 200, latencyMs: 1, intuitTid: undefined, refreshTokenExpiresAt: undefined, companyName: undefined } };
+      },
+    } as unknown as Prober;
+    const hooks: CycleHooks = {
+      observe: () => undefined,
+      record: async () => undefined,
+      offlineShare: () => ({ realms: [], known: 0, members: 1 }),
+      forget: () => undefined,
+      databaseFailed: (err) => {
+        throw err;
+      },
+      shuttingDown: () => false,
+    };
+    const member = 'waiting#1';
+    const cycle = new ProbeCycle(pool, prober, hooks, quiet, { instanceId: member, batch: 2, dueAfterMs: 60_000, leaseMs: 60_000 });
+    const running = cycle.run();
+    await eventually(async () => expect(release.size).toBe(2));
+    const ours = (): string[] => cycle.probing().filter((r) => ids.includes(r)).sort();
+    expect(ours()).toEqual(ids.slice(1));
+    // Renewed: all three of its live leases, the waiting one among them.
+    expect((await heartbeat(pool, member, 60_000, cycle.probing())).held).toBe(3);
+    for (const done of release.values()) done();
+    expect(await running).toMatchObject({ realms: 4, uncoordinated: false });
+    expect(ours()).toEqual([]);
   });
 
   it('a heartbeat and the ends of leases, on two connections at once and in any order, never deadlock; only the leases being worked on are renewed', async () => {

@@ -79,17 +79,24 @@ export class ProbeCycle {
   /** Cycles in a row whose claims failed with a transient error (a timeout, a deadlock). */
   private transientClaimFailures = 0;
 
-  /** Realms claimed and not yet ended: the leases the heartbeat renews. */
+  /** Realms being probed now. */
   private readonly working = new Set<string>();
+  /** The claims of the cycle running, some of them not started yet. */
+  private queue: ClaimQueue | undefined;
 
-  /** The realms whose leases this member is working on now. */
+  /**
+   * The realms whose leases this member holds now, the heartbeat renews: those being probed and
+   * those claimed that wait for a free probe slot (a wait as long as a probe's deadline, which may
+   * outlast FLEET_MEMBER_TTL_MS).
+   */
   probing(): string[] {
-    return [...this.working];
+    return [...new Set([...this.working, ...(this.queue?.waiting() ?? [])])];
   }
 
 
   async run(force = false): Promise<CycleSummary> {
     const queue = new ClaimQueue(this.pool, this.opts, force);
+    this.queue = queue;
     const counts = { pass: 0, warn: 0, fail: 0, lost: 0 };
     const recording: Array<Promise<void>> = [];
     let recordFailure: { err: unknown } | undefined;

@@ -51,6 +51,11 @@ export class ClaimQueue {
     return this.buffer.shift();
   }
 
+  /** The realms claimed and not handed out yet. */
+  waiting(): string[] {
+    return this.buffer.map((l) => l.realmId);
+  }
+
   /** Hands back what was claimed and not started (a stop). */
   async releaseUnstarted(): Promise<void> {
     const left = this.buffer.splice(0);
