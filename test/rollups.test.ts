@@ -82,6 +82,8 @@ const sketch = (r: Pick<RollupRow, 'latency_buckets' | 'latency_counts'> | undef
   new Map((r?.latency_buckets ?? []).map((b, i) => [b, r?.latency_counts[i] as number]));
 
 const T0 = Date.parse('2026-11-20T23:40:00Z');
+/** 2026-11-22 00:05: both days of mixedResults complete. */
+const DAY_AFTER = Date.parse('2026-11-22T00:05:00Z');
 
 /** 2 realms, 40 minutes across midnight UTC (two days, two half hours), every outcome. */
 function mixedResults(): ProbeResult[] {
@@ -144,9 +146,12 @@ describe('recording and folding', () => {
     expect(await rollups(db, 'day')).toEqual([]);
     expect(await rollups(db, 'halfhour')).toEqual([]);
 
-    // 00:31: 00:00 to 00:30 is still within its grace; 00:33: folded.
+    // 00:31: 00:00 to 00:30 is still within its grace; 00:33: folded. 2026-11-20 is complete: its
+    // day is summed; 2026-11-21 is not (the dashboard sums its half hours) until its end is folded.
     expect(await fold(pool, T0 + 51 * MIN)).toMatchObject({ halfHourRows: 2, foldedUntil: new Date('2026-11-21T00:00:00Z') });
     expect(await fold(pool, T0 + 53 * MIN)).toMatchObject({ halfHourRows: 2, foldedUntil: new Date('2026-11-21T00:30:00Z') });
+    expect((await rollups(db, 'day')).map((d) => d.period_start.toISOString())).toEqual(['2026-11-20T00:00:00.000Z', '2026-11-20T00:00:00.000Z']);
+    expect(await fold(pool, DAY_AFTER)).toMatchObject({ halfHourRows: 0, foldedUntil: new Date('2026-11-22T00:00:00Z') });
 
     const days = await rollups(db, 'day');
     // 111 on 2026-11-20: minutes 0..19 (23:40..23:59), codes cycling ok ok throttled ok server_error ok timeout ok.
@@ -184,7 +189,7 @@ describe('recording and folding', () => {
     const once = await normalized(db);
     expect(once).toHaveLength(8);
     await foldFrom(db, T0 - 10 * MIN);
-    const [a, b] = await Promise.all([fold(pool, T0 + 53 * MIN), fold(pool2, T0 + 53 * MIN)]);
+    const [a, b] = await Promise.all([fold(pool, DAY_AFTER), fold(pool2, DAY_AFTER)]);
     expect([a.halfHourRows + b.halfHourRows, a.busy, b.busy]).toEqual([4, false, false]);
     expect(await normalized(db)).toEqual(once);
 
@@ -193,12 +198,12 @@ describe('recording and folding', () => {
       await holder.query('BEGIN');
       await holder.query(FOLD_LOCK_SQL);
       await foldFrom(db, T0 - 10 * MIN);
-      expect(await foldClosedPeriods(pool, { graceMs: GRACE, now: new Date(T0 + 53 * MIN) })).toEqual({ halfHourRows: 0, foldedUntil: null, busy: true });
+      expect(await foldClosedPeriods(pool, { graceMs: GRACE, now: new Date(DAY_AFTER) })).toEqual({ halfHourRows: 0, foldedUntil: null, busy: true });
       await holder.query('COMMIT');
     } finally {
       holder.release();
     }
-    expect(await fold(pool, T0 + 53 * MIN)).toMatchObject({ halfHourRows: 4, busy: false });
+    expect(await fold(pool, DAY_AFTER)).toMatchObject({ halfHourRows: 4, busy: false });
     expect(await normalized(db)).toEqual(once);
   });
 
@@ -225,7 +230,7 @@ describe('recording and folding', () => {
     // And a fold afterwards changes nothing.
     const after = await normalized(db);
     await foldFrom(db, T0 - 10 * MIN);
-    await fold(pool, T0 + 53 * MIN);
+    await fold(pool, DAY_AFTER);
     expect(await normalized(db)).toEqual(after);
   });
 });

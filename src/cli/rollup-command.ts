@@ -21,10 +21,10 @@ export const rollupCommand: Command = {
   summary: 'check that the rollups (the dashboard\'s history) cover the raw history; --rebuild recomputes them',
   description:
     'The dashboard reads its 90 days of history from rollups (per realm, per half hour and per UTC day) that are ' +
-    'updated as each result is recorded. History recorded before they existed (an upgrade) or in a table adopted by ' +
+    'the daemons fold from the raw rows once each half hour is over. History recorded before they existed (an upgrade) or in a table adopted by ' +
     '`qbhealth migrate` is not in them: without options this command says whether that is the case (exit 1), and ' +
     '`--rebuild` recomputes the rollups from the raw rows, one transaction per realm and ' +
-    `${REBUILD_CHUNK_DAYS} days (recording waits for each; the dashboard keeps reading), printing one line per realm. ` +
+    `${REBUILD_CHUNK_DAYS} days (the daemons' folds wait for each; recording and the dashboard do not), printing one line per realm. ` +
     'Safe to run again and while the daemon runs. Periods whose raw rows were pruned keep their rollups. Needs only DATABASE_URL.',
   options: {
     rebuild: { type: 'boolean', description: 'recompute the rollups from the raw rows' },

@@ -1,7 +1,8 @@
 /**
  * The dashboard's history (dashboard-model.ts): 90 day bars, 48 half-hour bars, latency p50/p95
  * over 24 h and 7 days, and uptime over the 90 days, per realm. Read from the rollups up to the
- * fold's watermark (db/rollup-fold.ts), and from the raw rows after it (the open half hour and the
+ * fold's watermark (db/rollup-fold.ts: complete days from their rows, the open day summed from its
+ * half hours), and from the raw rows after it (the open half hour and the
  * grace before a closed one is folded, a few minutes of rows; more only while folds fail), in one
  * query whose snapshot sees the watermark and the rollups it covers together: a result shows on
  * the page as soon as it is recorded, and is counted once. Never a scan of the raw history.
@@ -33,28 +34,32 @@ export interface DashboardHistoryOptions {
 const REALM_FILTER = `($5::text[] IS NULL OR realm_id = ANY($5::text[]))`;
 /** The watermark: rollups before it, raw rows from it on; without the state row, rollups only. */
 const UNTIL = `(SELECT until FROM watermark)`;
+/** The start of the watermark's day: days before it have their row, the open one is summed from its half hours. */
+const OPEN_DAY = `(SELECT open_day FROM watermark)`;
 /** The raw rows after the watermark, within the day bars' window. */
 const TAIL = `(SELECT ${ROLLUP_SOURCE_COLUMNS} FROM ${H.name}
      WHERE ${H.col('checked_at')} >= greatest(${UNTIL}, $1) AND ${H.col('checked_at')} < $2 AND ${REALM_FILTER}) AS raw`;
 
 // One query: $1..$2 the day bars (their sketches only from $6, the latency week), $3..$4 the
-// half-hour bars, $5 the realms (or NULL); rollups before the watermark, the raw rows after it
-// aggregated per half hour ('tail', added to both kinds of bars here). Sketches come as text and
-// instants as epoch milliseconds, which JavaScript reads several times faster than pg's array and
-// date parsers, and are merged here: a few hundred small arrays add up faster than the server
-// unnests them.
+// half-hour bars, $5 the realms (or NULL). Complete days from the day rollups; half hours before
+// the watermark from the half-hour rollups (those of the open day also make its day bar:
+// `open_day`); the raw rows after the watermark aggregated per half hour ('tail', added to both
+// kinds of bars here). Sketches come as text and instants as epoch milliseconds, which JavaScript
+// reads several times faster than pg's array and date parsers, and are merged here: a few hundred
+// small arrays add up faster than the server unnests them.
 const HISTORY_SQL = `
-  WITH watermark AS (SELECT coalesce((SELECT ${F.col('folded_until')} FROM ${F.name} WHERE ${F.col('singleton')}), 'infinity'::timestamptz) AS until)
-  SELECT 'day' AS grain, realm_id, (extract(epoch FROM period_start) * 1000)::float8 AS start_ms, probes, up, throttled, failures,
+  WITH folded AS (SELECT coalesce((SELECT ${F.col('folded_until')} FROM ${F.name} WHERE ${F.col('singleton')}), 'infinity'::timestamptz) AS until),
+  watermark AS (SELECT until, date_trunc('day', until AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS open_day FROM folded)
+  SELECT 'day' AS grain, false AS open_day, realm_id, (extract(epoch FROM period_start) * 1000)::float8 AS start_ms, probes, up, throttled, failures,
          CASE WHEN period_start >= $6 THEN latency_buckets::text END AS latency_buckets,
          CASE WHEN period_start >= $6 THEN latency_counts::text END AS latency_counts
-    FROM ${D.name} WHERE period_start >= $1 AND period_start < $2 AND period_start < ${UNTIL} AND ${REALM_FILTER}
+    FROM ${D.name} WHERE period_start >= $1 AND period_start < $2 AND period_start < ${OPEN_DAY} AND ${REALM_FILTER}
   UNION ALL
-  SELECT 'half_hour', realm_id, (extract(epoch FROM period_start) * 1000)::float8, probes, up, throttled, failures,
+  SELECT 'half_hour', period_start >= ${OPEN_DAY}, realm_id, (extract(epoch FROM period_start) * 1000)::float8, probes, up, throttled, failures,
          latency_buckets::text, latency_counts::text
-    FROM ${HH.name} WHERE period_start >= $3 AND period_start < $4 AND period_start < ${UNTIL} AND ${REALM_FILTER}
+    FROM ${HH.name} WHERE period_start >= least($3, greatest(${OPEN_DAY}, $1)) AND period_start < $4 AND period_start < ${UNTIL} AND ${REALM_FILTER}
   UNION ALL
-  SELECT 'tail', realm_id, (extract(epoch FROM period_start) * 1000)::float8, probes, up, throttled, failures,
+  SELECT 'tail', true, realm_id, (extract(epoch FROM period_start) * 1000)::float8, probes, up, throttled, failures,
          latency_buckets::text, latency_counts::text
     FROM (${periodRows(TAIL, HALF_HOUR_SECONDS)}) AS tail`;
 
@@ -62,6 +67,8 @@ type Grain = 'day' | 'half_hour' | 'tail';
 
 interface RollupRow {
   grain: Grain;
+  /** A half hour after the complete days: it counts in its day's bar too. */
+  open_day: boolean;
   realm_id: string;
   start_ms: number;
   probes: number;
@@ -125,15 +132,13 @@ function accumulate(rows: readonly RollupRow[], w: Windows): Map<string, RealmAc
     if (r.grain === 'day') {
       RealmAccumulator.add(realm.days, r.start_ms, r);
       RealmAccumulator.merge(realm.sketch7d, r);
-    } else if (r.grain === 'half_hour') {
-      RealmAccumulator.add(realm.halfHours, r.start_ms, r);
-      RealmAccumulator.merge(realm.sketch24h, r);
     } else {
-      // A half hour of raw rows after the watermark: its half-hour bar and its day's.
+      // A half hour: its bar (when in the last 24 h) and, after the complete days, its day's.
       if (r.start_ms >= w.firstHalfHour && r.start_ms < w.halfHourEnd) {
         RealmAccumulator.add(realm.halfHours, r.start_ms, r);
         RealmAccumulator.merge(realm.sketch24h, r);
       }
+      if (!r.open_day) continue;
       const day = Math.floor(r.start_ms / DAY_MS) * DAY_MS;
       RealmAccumulator.add(realm.days, day, r);
       if (day >= w.weekStart) RealmAccumulator.merge(realm.sketch7d, r);

@@ -2,10 +2,10 @@
  * Folding: how recorded results reach the rollups. Recording inserts raw rows only; a half hour is
  * folded once it is closed, that is once it ended more than a grace ago (longer than a probe may
  * take between its checked_at and its commit), by one aggregate over the raw rows of every realm
- * for that half hour, and its day recomputed from its half hours (db/rollups.ts). The one-row
- * table quickbooks_health_rollup_fold says how far (`folded_until`): the dashboard reads the
- * rollups before it and the raw rows from it on (db/dashboard-queries.ts), so a result shows at
- * once and is counted once.
+ * for that half hour; a day is summed from its half hours once it is complete (db/rollups.ts).
+ * The one-row table quickbooks_health_rollup_fold says how far (`folded_until`): the dashboard
+ * reads the rollups before it (the open day from its half hours) and the raw rows from it on
+ * (db/dashboard-queries.ts), so a result shows at once and is counted once.
  *
  * Every fold writes with replace semantics from the raw rows, under one transaction-scoped
  * advisory lock taken before the statements that read the raw rows: two folders (fleet members, a
@@ -39,10 +39,12 @@ export function foldGraceMs(probeTimeoutMs: number): number {
 }
 
 /**
- * A fold catches up at most this much per transaction (a backlog after downtime is folded a day at
- * a time, each its own short transaction).
+ * A fold catches up at most this much per transaction: a backlog (after downtime, or folds that
+ * failed) is folded two hours at a time, each its own transaction, so no statement aggregates
+ * more than four half hours of raw rows (a few hundred thousand rows for 2,000 realms), well
+ * inside the pool's statement timeout.
  */
-export const FOLD_SPAN_MS = DAY_MS;
+export const FOLD_SPAN_MS = 4 * HALF_HOUR_MS;
 
 /** The advisory lock every folder takes (two int4 keys: 'qbhm', 'fold'). */
 const LOCK_KEYS = [0x7162686d, 0x666f6c64] as const;
@@ -82,15 +84,23 @@ export function firstRefoldable(state: FoldState): number {
 
 /**
  * Folds the half hours of [from, to) (half-hour boundaries) of `realmIds` (undefined: every
- * realm) from the raw rows, then recomputes their days from their half hours before `foldedUntil`.
- * Run under the fold lock. Returns the half-hour rows written.
+ * realm) from the raw rows, then sums again the days among them that are complete (ended by
+ * `foldedUntil`): a day is written once, when its last half hour is folded (or one of its half
+ * hours re-folded); the open day is read from its half hours (db/dashboard-queries.ts). Run under
+ * the fold lock. Returns the half-hour rows written.
  */
 export async function foldRange(db: Queryable, from: number, to: number, foldedUntil: number, realmIds?: readonly string[]): Promise<number> {
   if (to <= from) return 0;
   const realms = realmIds === undefined ? null : [...realmIds];
   const written = await db.query(foldHalfHoursSql('replace'), [new Date(from), new Date(to), realms]);
-  await db.query(FOLD_DAYS_SQL, [new Date(floorTo(from, DAY_MS)), new Date(Math.min(ceilTo(to, DAY_MS), foldedUntil)), realms]);
+  await foldCompleteDays(db, floorTo(from, DAY_MS), Math.min(ceilTo(to, DAY_MS), floorTo(foldedUntil, DAY_MS)), realmIds);
   return written.rowCount ?? 0;
+}
+
+/** Sums the days of [fromDay, toDay) (day boundaries, complete days) from their half hours; returns the day rows written. */
+export async function foldCompleteDays(db: Queryable, fromDay: number, toDay: number, realmIds?: readonly string[]): Promise<number> {
+  if (toDay <= fromDay) return 0;
+  return (await db.query(FOLD_DAYS_SQL, [new Date(fromDay), new Date(toDay), realmIds === undefined ? null : [...realmIds]])).rowCount ?? 0;
 }
 
 /** Runs `fn` in a transaction on `db`: a client of its own when `db` is a pool. */
@@ -122,7 +132,7 @@ export interface FoldOutcome {
 }
 
 /**
- * Folds every closed half hour after the watermark (all of them after downtime, a day per
+ * Folds every closed half hour after the watermark (all of them after downtime, FOLD_SPAN_MS per
  * transaction) and moves the watermark. Safe to run anywhere, any number of times at once.
  */
 export async function foldClosedPeriods(db: Queryable, opts: FoldOptions): Promise<FoldOutcome> {

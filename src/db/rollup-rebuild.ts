@@ -12,13 +12,13 @@
  * Rollups outlive the raw rows (ROLLUP_RETENTION_DAYS > HISTORY_RETENTION_DAYS), so a rebuild
  * must not shrink what pruning took from under them: half hours that begin before the prune's
  * cutoff or the oldest raw row (whose rows may have been partly pruned) are only filled when they
- * have no rollup, never replaced; periods without any raw row are left alone. Days are the sums
- * of their half hours.
+ * have no rollup, never replaced; periods without any raw row are left alone. Complete days are
+ * the sums of their half hours (the open day has no row: it is read from its half hours).
  */
 import { LogEvent, type Logger } from '../log.js';
 import { inTransaction, withClient, type Pool, type PoolClient, type Queryable } from './pool.js';
-import { firstRefoldable, FOLD_LOCK_SQL, readFoldState } from './rollup-fold.js';
-import { DAY_SECONDS, FOLD_DAYS_SQL, foldHalfHoursSql, HALF_HOUR_SECONDS } from './rollups.js';
+import { firstRefoldable, foldCompleteDays, FOLD_LOCK_SQL, readFoldState } from './rollup-fold.js';
+import { DAY_SECONDS, foldHalfHoursSql, HALF_HOUR_SECONDS } from './rollups.js';
 import { dayRollupTable as D, halfHourRollupTable as HH, healthTable as H } from './schema.js';
 
 export const REBUILD_CHUNK_DAYS = 30;
@@ -88,7 +88,8 @@ async function rebuildChunk(client: PoolClient, realmId: string, from: number, t
     await client.query(DELETE_SQL(D.name), [realmId, new Date(Math.max(from, ceilTo(intact, DAY_SECONDS))), new Date(end)]);
     const rows = (await client.query<{ n: number }>(COUNT_SQL, [realmId, new Date(from), new Date(end)])).rows[0]?.n ?? 0;
     const halfHours = (await client.query(foldHalfHoursSql('fill'), [new Date(from), new Date(end), realm])).rowCount ?? 0;
-    const days = (await client.query(FOLD_DAYS_SQL, [new Date(from), new Date(end), realm])).rowCount ?? 0;
+    // Complete days only: the open one (the watermark's) is read from its half hours.
+    const days = await foldCompleteDays(client, from, Math.floor(end / DAY_MS) * DAY_MS, realm);
     return { rows, halfHours, days };
   });
 }

@@ -94,9 +94,9 @@ export function foldHalfHoursSql(mode: 'replace' | 'fill'): string {
 }
 
 /**
- * The days of the half hours in [$1, $2) (the days' starts and the fold's watermark: a day counts
- * only half hours already folded) of the realms $3 (NULL: all), as the sum of those half hours:
- * counts added, failures added code by code, sketches bucket by bucket. Replaces what is stored.
+ * The days of [$1, $2) (day boundaries: complete days, all their half hours folded) of the realms
+ * $3 (NULL: all), as the sum of their half hours: counts added, failures added code by code,
+ * sketches bucket by bucket. Replaces what is stored.
  */
 export const FOLD_DAYS_SQL = `WITH hh AS (
     SELECT realm_id, ${periodStartOf('period_start', DAY_SECONDS)} AS day, probes, up, throttled, failures, latency_buckets, latency_counts
