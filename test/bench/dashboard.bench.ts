@@ -1,25 +1,33 @@
 /**
  * dashboard_history (the dashboard's history read from the rollups for 20 realms × 90 days of one
- * probe a minute, ≈ 2.6 M raw rows, vs the same figures computed from the raw rows) and
- * rollup_recording_overhead (recording results with their rollups vs the same INSERT without
- * them), each against a baseline from the same run, rounds alternating, judged on the median.
+ * probe a minute, ≈ 2.6 M raw rows, vs the same figures computed from the raw rows),
+ * rollup_recording_overhead (recording results vs the same INSERT as before rollups existed) and
+ * rollup_fold_cost_per_result (what folding them into the rollups costs afterwards, per result),
+ * each against a baseline from the same run, rounds alternating, judged on the median.
  *
  * dashboard_history: the raw rows are made by generate_series (every realm up 99 % of the time,
- * a third of the failures throttled, latencies spread over 80 ms to 2 s) and rolled up by
- * `rebuildRollups`, the code behind `qbhealth rollup --rebuild` (its time is reported). Each round
- * calls readDashboardHistory READS_PER_ROUND times (its p95 judged, ≤ 100 ms) and computes the same
- * bars and percentiles once from the raw rows (the baseline); the two are checked equal (bars
- * exactly, percentiles within the sketch's 2 %) before anything is timed.
+ * a third of the failures throttled, latencies spread over 80 ms to 2 s) and folded into the rollups
+ * as the daemons fold them (`foldClosedPeriods`, from the first day to the last closed half hour:
+ * the open one, 12 minutes, is read from the raw rows), then rebuilt by `rebuildRollups`, the code
+ * behind `qbhealth rollup --rebuild` (both times reported). Each round calls readDashboardHistory
+ * READS_PER_ROUND times (its p95 judged, ≤ 100 ms) and computes the same bars and percentiles once
+ * from the raw rows (the baseline); the two are checked equal (bars exactly, percentiles within the
+ * sketch's 2 %) before anything is timed.
  *
- * rollup_recording_overhead: the recording path, `insertProbeResults` (one statement: the INSERT,
- * then the rollups of what it inserted), vs INSERT_RESULTS_ONLY_SQL with the same parameters, the
- * statement recording was before rollups. 20 realms probed once a minute, results written as the
- * daemon writes them: one at a time (a result recorded as its probe ends; judged), and a cycle's
- * 20 at once and spool replays of 2,000 (reported). Both write into the same table, alternating
- * within each round (ours, bare, bare, ours, …), so the table's growth favours neither. The
- * single-result writes are measured again (reported) on a server of PostgreSQL's default
- * durability, where each commit waits for its WAL flush as in production; the suite's server runs
- * with fsync off, so there the rollups' two row updates weigh against a bare insert and a round trip.
+ * rollup_recording_overhead: the recording path, `insertProbeResults`, vs INSERT_RESULTS_ONLY_SQL
+ * with the same parameters, the statement recording was before rollups. 20 realms probed once a
+ * minute, results stamped from the present on, as the daemon records them: one at a time (a result
+ * recorded as its probe ends; judged), and a cycle's 20 at once (reported); and spool replays of
+ * 2,000 results of half hours already folded (reported: each replay re-folds them in its
+ * transaction). Both write into the same table, alternating within each round (ours, bare, bare,
+ * ours, …), so the table's growth favours neither. The single-result writes are measured again
+ * (reported) on a server of PostgreSQL's default durability, where each commit waits for its WAL
+ * flush as in production.
+ *
+ * rollup_fold_cost_per_result (reported): a day of 20 realms probed once a minute (28,800 results)
+ * folded as the daemons fold it, one closed half hour at a time (each fold: the half hour's
+ * aggregate over all realms, its day summed again from its half hours, the watermark), in µs per
+ * result; rollup_recording_with_fold: recording one at a time plus that, over recording alone.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -28,6 +36,7 @@ import { readDashboardHistory } from '../../src/db/dashboard-queries.js';
 import { INSERT_RESULTS_ONLY_SQL, insertProbeResults, resultColumns } from '../../src/db/health-queries.js';
 import { migrate } from '../../src/db/migrate.js';
 import { createPool, type Pool } from '../../src/db/pool.js';
+import { foldClosedPeriods } from '../../src/db/rollup-fold.js';
 import { rebuildRollups } from '../../src/db/rollup-rebuild.js';
 import { startEmbeddedPostgres } from '../../src/dev/embedded-postgres.js';
 import type { ProbeResult } from '../../src/probe-result.js';
@@ -67,23 +76,25 @@ function results(start: number, n: number): ProbeResult[] {
  * Times recording on `pool`: `measure(size, total, rounds)` writes `total` results in batches of
  * `size` per round with rollups and without, alternating (ours, bare, bare, ours, …), after one
  * warm-up of each; µs per result. Both write into the same table, so its growth favours neither.
+ * Results are stamped from `start` on: the present (recorded as they happen), or days back (late:
+ * their half hours are folded already, as in a spool replay).
  */
-function overheadMeter(pool: Pool): (size: number, total: number, rounds: number) => Promise<Required<Rounds>> {
-  let clock = Date.parse('2026-11-01T00:00:00Z');
+function overheadMeter(pool: Pool, start: number): (size: number, total: number, rounds: number) => Promise<Required<Rounds>> {
+  let clock = start;
   const next = (n: number): ProbeResult[] => {
     const out = results(clock, n);
     clock += Math.ceil(n / REALMS) * 60_000;
     return out;
   };
   const withRollups = (batch: readonly ProbeResult[]): Promise<number> => insertProbeResults(pool, batch);
-  // Named like recording's own statements, so both are planned once per connection.
+  // Named like recording's own statement, so both are planned once per connection.
   const withoutRollups = async (batch: readonly ProbeResult[]): Promise<number> =>
     (await pool.query({ name: 'bench-insert-results-only', text: INSERT_RESULTS_ONLY_SQL, values: resultColumns(batch) })).rowCount ?? 0;
   const timeWrites = async (write: (b: readonly ProbeResult[]) => Promise<number>, size: number, total: number): Promise<number> => {
     const batches = Array.from({ length: total / size }, () => next(size));
-    const start = performance.now();
+    const started = performance.now();
     for (const b of batches) expect(await write(b)).toBe(size);
-    return ((performance.now() - start) * 1000) / total;
+    return ((performance.now() - started) * 1000) / total;
   };
   return async (size, total, rounds) => {
     await timeWrites(withRollups, size, total);
@@ -101,6 +112,40 @@ function overheadMeter(pool: Pool): (size: number, total: number, rounds: number
     }
     return { values, baselines };
   };
+}
+
+const MINUTE_MS = 60_000;
+/** The present, to the minute: results recorded as they happen. */
+const presentClock = (): number => Math.floor(Date.now() / MINUTE_MS) * MINUTE_MS;
+
+/**
+ * µs per result of folding a day of 20 realms probed once a minute, one closed half hour per
+ * fold as the daemons' timers fold them, `rounds` times (each round re-folds the same day from
+ * the watermark at its start: replace semantics, the same work).
+ */
+async function foldCostPerResult(db: { query: (text: string, params?: unknown[]) => Promise<unknown> }, pool: Pool, rounds: number): Promise<number[]> {
+  const day = Math.floor(Date.now() / DAY_MS) * DAY_MS - 3 * DAY_MS;
+  const perDay = REALMS * 24 * 60;
+  const all = results(day, perDay);
+  for (let i = 0; i < all.length; i += 2000) {
+    const batch = all.slice(i, i + 2000);
+    // Recorded as they happened (not late): raw rows only.
+    expect(await insertProbeResults(pool, batch, (batch[0] as ProbeResult).checkedAt.getTime())).toBe(batch.length);
+  }
+  await db.query('VACUUM ANALYZE quickbooks_connection_health');
+  const values: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    await db.query('UPDATE quickbooks_health_rollup_fold SET folded_until = $1', [new Date(day)]);
+    const started = performance.now();
+    let rows = 0;
+    for (let h = 1; h <= 48; h++) {
+      const folded = await foldClosedPeriods(pool, { graceMs: 120_000, now: new Date(day + h * HALF_HOUR_MS + 150_000), wait: true });
+      rows += folded.halfHourRows;
+    }
+    values.push(((performance.now() - started) * 1000) / perDay);
+    expect(rows).toBe(48 * REALMS);
+  }
+  return values;
 }
 
 const DAY_MS = 86_400_000;
@@ -207,10 +252,17 @@ describe('dashboard history and rollups', () => {
     const rows = inserted.rowCount ?? 0;
     expect(rows).toBeGreaterThan(2_550_000);
     process.stdout.write(`dashboard_history: ${rows} raw rows generated in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+    // Folded as the daemons fold: from the first day to the last closed half hour at `now` (15:00).
+    await db.query('UPDATE quickbooks_health_rollup_fold SET folded_until = $1', [new Date(first)]);
+    started = performance.now();
+    const folded = await foldClosedPeriods(pool, { graceMs: 120_000, now: new Date(now), wait: true });
+    const foldSeconds = (performance.now() - started) / 1000;
+    expect(folded.foldedUntil).toEqual(new Date(Math.floor((now - 120_000) / HALF_HOUR_MS) * HALF_HOUR_MS));
     started = performance.now();
     const rebuilt = await rebuildRollups(pool, quiet);
     const rebuildSeconds = (performance.now() - started) / 1000;
-    expect(rebuilt.realms.reduce((n, r) => n + r.rows, 0)).toBe(rows);
+    const foldedRows = Number((await db.query('SELECT count(*) AS n FROM quickbooks_connection_health WHERE checked_at < $1', [folded.foldedUntil])).rows[0].n);
+    expect(rebuilt.realms.reduce((n, r) => n + r.rows, 0)).toBe(foldedRows);
     await db.query('VACUUM ANALYZE quickbooks_health_rollup_halfhour, quickbooks_health_rollup_day');
 
     const read = (): Promise<DashboardHistory> => readDashboardHistory(pool, { now: new Date(now) });
@@ -244,22 +296,29 @@ describe('dashboard history and rollups', () => {
     const measured = [
       atMost('dashboard_history', 'ms (p95)', { values: p95s }, 100),
       reported('dashboard_history_vs_raw', 'ms', { values: p95s, baselines: raws }),
-      reported('rollup_rebuild_rate', 'rows/s', { values: [rows / rebuildSeconds] }),
+      reported('rollup_rebuild_rate', 'rows/s', { values: [foldedRows / rebuildSeconds] }),
+      reported('rollup_fold_rate', 'rows/s', { values: [foldedRows / foldSeconds] }),
     ];
     record(...measured);
-    process.stdout.write(`dashboard_history: p95 ${median(p95s).toFixed(1)} ms from the rollups, ${median(raws).toFixed(0)} ms from the raw rows; rebuild ${rebuildSeconds.toFixed(1)} s\n`);
+    process.stdout.write(`dashboard_history: p95 ${median(p95s).toFixed(1)} ms from the rollups, ${median(raws).toFixed(0)} ms from the raw rows; fold ${foldSeconds.toFixed(1)} s, rebuild ${rebuildSeconds.toFixed(1)} s\n`);
     expectTargetsMet(measured);
   });
 
-  it('rollup_recording_overhead: recording with rollups vs the same INSERT without them', async () => {
+  it('rollup_recording_overhead: recording vs the INSERT recording was before rollups; rollup_fold_cost_per_result: folding the results afterwards', async () => {
     const db = await migratedDatabase();
     cleanups.push(() => db.drop());
     const pool: Pool = createPool({ databaseUrl: db.url, applicationName: 'bench' }, quiet);
     cleanups.push(() => pool.end());
-    const measure = overheadMeter(pool);
-    const single = await measure(1, 400, 15);
-    const cycle = await measure(REALMS, 2000, 9);
-    const replay = await measure(2000, 20_000, 5);
+    const single = await overheadMeter(pool, presentClock())(1, 400, 15);
+    const cycle = await overheadMeter(pool, presentClock())(REALMS, 2000, 9);
+    // Late: days before the watermark (the start of today), so every replay re-folds what it inserted.
+    const replay = await overheadMeter(pool, Math.floor(Date.now() / DAY_MS) * DAY_MS - 20 * DAY_MS)(2000, 20_000, 5);
+
+    const foldDb = await migratedDatabase();
+    cleanups.push(() => foldDb.drop());
+    const foldPool: Pool = createPool({ databaseUrl: foldDb.url, applicationName: 'bench' }, quiet);
+    cleanups.push(() => foldPool.end());
+    const fold = await foldCostPerResult(foldDb, foldPool, single.values.length);
 
     // The same single-result writes on a server with PostgreSQL's default durability (fsync and
     // synchronous_commit on), as production runs it: each commit waits for its WAL flush.
@@ -268,15 +327,18 @@ describe('dashboard history and rollups', () => {
     const durable = createPool({ databaseUrl: durableServer.url, applicationName: 'bench' }, quiet);
     cleanups.push(() => durable.end());
     await migrate(durable, quiet);
-    const durableSingle = await overheadMeter(durable)(1, 400, 9);
+    const durableSingle = await overheadMeter(durable, presentClock())(1, 400, 9);
 
     const rows = [
       ratioAtMost('rollup_recording_overhead', 'µs/result', single, 1.1),
       reported('rollup_recording_overhead_batch_20', 'µs/result', cycle),
       reported('rollup_recording_overhead_replay_2000', 'µs/result', replay),
       reported('rollup_recording_overhead_durable', 'µs/result', durableSingle),
+      reported('rollup_fold_cost_per_result', 'µs/result', { values: fold }),
+      reported('rollup_recording_with_fold', 'µs/result', { values: single.values.map((v, i) => v + (fold[i] as number)), baselines: single.baselines }),
     ];
     record(...rows);
+    process.stdout.write(`rollup_fold_cost_per_result: ${median(fold).toFixed(1)} µs per result, recording one at a time ${median(single.values).toFixed(1)} µs (bare insert ${median(single.baselines).toFixed(1)} µs)\n`);
     expectTargetsMet(rows);
   });
 });
