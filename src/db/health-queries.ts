@@ -2,9 +2,9 @@
  * Named, parameterised queries on quickbooks_connection_health (identifiers from db/schema.ts).
  * Recording inserts the raw rows only: the rollups are folded from them once their half hour is
  * closed (db/rollup-fold.ts). A result whose half hour may already be folded (a spool replay, a
- * probe that outlasted the grace) is inserted and re-folded in one transaction, from the rows that
- * INSERT actually inserted: a replayed result (ON CONFLICT DO NOTHING) is never counted twice, and
- * a failed re-fold leaves it in the spool to be replayed again.
+ * probe that outlasted the grace) is inserted and its half hour re-folded from the raw rows in one
+ * transaction: a replayed result (ON CONFLICT DO NOTHING) is never counted twice, and a failed
+ * re-fold leaves it in the spool to be replayed again.
  */
 import { healthTable as H } from './schema.js';
 import type { Queryable } from './pool.js';
@@ -69,9 +69,6 @@ export const INSERT_RESULTS_ONLY_SQL =
   `SELECT * FROM unnest(${INSERT_COLUMNS.map((c, i) => `$${i + 1}::${COLUMN_TYPES[c]}`).join(', ')}) ` +
   `ON CONFLICT (${H.col('probe_id')}) DO NOTHING`;
 
-/** The same, saying which rows it inserted (for re-folding late ones). */
-const INSERT_LATE_SQL = `${INSERT_RESULTS_ONLY_SQL} RETURNING ${H.col('realm_id')}, ${H.col('checked_at')}`;
-
 /** The parameters of INSERT_RESULTS_ONLY_SQL: one array per column. */
 export function resultColumns(results: readonly ProbeResult[]): unknown[][] {
   const columns: unknown[][] = INSERT_COLUMNS.map(() => []);
@@ -81,20 +78,19 @@ export function resultColumns(results: readonly ProbeResult[]): unknown[][] {
 
 /**
  * Inserts many results in one statement, in order; returns how many were new. When one of them
- * may belong to a half hour already folded, the half hours of those inserted are re-folded in the
- * same transaction (rare: a spool replay, a late commit).
+ * may belong to a half hour already folded, the half hours of the batch are re-folded in the same
+ * transaction (rare: a spool replay, a late commit), unless the batch inserted nothing new (an
+ * earlier replay of it committed, and re-folded, them). Re-folding a half hour whose results were
+ * all there already changes nothing: it is computed from the raw rows.
  */
 export async function insertProbeResults(db: Queryable, results: readonly ProbeResult[], now: number = Date.now()): Promise<number> {
   if (results.length === 0) return 0;
-  const values = resultColumns(results);
-  if (!results.some((r) => mayBeFolded(r.checkedAt, now))) {
-    // Named: PostgreSQL plans it once per connection, not at every result.
-    const inserted = await db.query({ name: 'qbhealth-record', text: INSERT_RESULTS_ONLY_SQL, values });
-    return inserted.rowCount ?? 0;
-  }
+  // Named: PostgreSQL plans it once per connection, not at every result.
+  const insert = { name: 'qbhealth-record', text: INSERT_RESULTS_ONLY_SQL, values: resultColumns(results) };
+  if (!results.some((r) => mayBeFolded(r.checkedAt, now))) return (await db.query(insert)).rowCount ?? 0;
   return inFoldTransaction(db, async (client) => {
-    const inserted = await client.query<{ realm_id: string | null; checked_at: Date }>({ name: 'qbhealth-record-late', text: INSERT_LATE_SQL, values });
-    await refoldLateResults(client, inserted.rows);
-    return inserted.rowCount ?? 0;
+    const inserted = (await client.query(insert)).rowCount ?? 0;
+    if (inserted > 0) await refoldLateResults(client, results.map((r) => ({ realm_id: r.realmId, checked_at: r.checkedAt })));
+    return inserted;
   });
 }

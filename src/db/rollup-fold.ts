@@ -170,31 +170,43 @@ export function mayBeFolded(checkedAt: Date, nowMs: number): boolean {
 }
 
 /**
- * Re-folds the (realm, half hour) pairs of `inserted` (rows just inserted in the caller's
+ * Re-folds the (realm, half hour) pairs of `results` (a batch just inserted in the caller's
  * transaction, on `client`) whose half hour is already folded, from the raw rows. Waits for the
  * fold lock, so its reads see every fold committed before. Returns the half-hour rows rewritten.
  */
-export async function refoldLateResults(client: Queryable, inserted: ReadonlyArray<{ realm_id: string | null; checked_at: Date }>): Promise<number> {
-  if (inserted.length === 0) return 0;
+export async function refoldLateResults(client: Queryable, results: ReadonlyArray<{ realm_id: string | null; checked_at: Date }>): Promise<number> {
+  if (results.length === 0) return 0;
   await client.query(FOLD_LOCK_SQL);
   const state = await readFoldState(client);
   if (state.foldedUntil === null) return 0;
   const until = state.foldedUntil.getTime();
   const first = firstRefoldable(state);
-  const realmsByPeriod = new Map<number, Set<string>>();
-  for (const r of inserted) {
-    const period = floorTo(r.checked_at.getTime(), HALF_HOUR_MS);
-    if (r.realm_id === null || period >= until || period < first) continue;
-    let realms = realmsByPeriod.get(period);
-    if (!realms) realmsByPeriod.set(period, (realms = new Set()));
-    realms.add(r.realm_id);
-  }
+  const late = results
+    .map((r) => ({ realmId: r.realm_id, period: floorTo(r.checked_at.getTime(), HALF_HOUR_MS) }))
+    .filter((r): r is { realmId: string; period: number } => r.realmId !== null && r.period < until && r.period >= first)
+    .sort((a, b) => a.period - b.period);
+  // Runs of nearby half hours, each re-folded by one statement (and its complete days by one more):
+  // a replay batch covers a stretch of time, so this is one or two statements, not one per half hour.
   let rows = 0;
-  for (const [period, realms] of [...realmsByPeriod].sort((a, b) => a[0] - b[0])) {
-    rows += await foldRange(client, period, period + HALF_HOUR_MS, until, [...realms].sort());
+  let run: { from: number; last: number; realms: Set<string> } | undefined;
+  const foldRun = async (): Promise<void> => {
+    if (run) rows += await foldRange(client, run.from, run.last + HALF_HOUR_MS, until, [...run.realms].sort());
+  };
+  for (const r of late) {
+    if (run && r.period - run.last <= REFOLD_GAP_MS) {
+      run.last = r.period;
+      run.realms.add(r.realmId);
+      continue;
+    }
+    await foldRun();
+    run = { from: r.period, last: r.period, realms: new Set([r.realmId]) };
   }
+  await foldRun();
   return rows;
 }
+
+/** Late half hours this close are re-folded together (the half hours between them too, from the same raw rows). */
+const REFOLD_GAP_MS = 2 * HALF_HOUR_MS;
 
 /** The prune deleted raw rows before `cutoff`: half hours beginning before it are not folded again. */
 export const RECORD_PRUNE_SQL = `UPDATE ${F.name} SET ${F.col('raw_pruned_before')} = greatest(coalesce(${F.col('raw_pruned_before')}, $1::timestamptz), $1::timestamptz)`;
