@@ -233,6 +233,36 @@ describe('recording and folding', () => {
     await fold(pool, DAY_AFTER);
     expect(await normalized(db)).toEqual(after);
   });
+
+  it('a late result committed while a fold that read its half hour before is still writing is counted: the re-fold waits for that fold', async () => {
+    const halfHour444 = async (): Promise<number | undefined> =>
+      (await db.query<{ probes: number }>(`SELECT probes FROM quickbooks_health_rollup_halfhour WHERE realm_id = '444' AND period_start = '2026-11-20T23:30:00Z'`)).rows[0]?.probes;
+    expect(await insertProbeResults(pool, [result('444', new Date(T0 + 3 * MIN), 'ok', 100)])).toBe(1);
+    expect(await halfHour444()).toBe(1);
+    const holder = await pool2.connect();
+    let late: Promise<number> | undefined;
+    try {
+      await holder.query('BEGIN');
+      await holder.query(FOLD_LOCK_SQL);
+      // A fold reads the half hour's raw rows (one result of 444) …
+      const read = (await holder.query<{ n: number }>(`SELECT count(*)::int AS n FROM quickbooks_connection_health WHERE realm_id = '444'`)).rows[0]?.n;
+      // … a late result of that half hour is recorded meanwhile …
+      late = insertProbeResults(pool, [result('444', new Date(T0 + 4 * MIN), 'ok', 100)]);
+      let done = false;
+      void late.finally(() => (done = true));
+      for (let i = 0; i < 100 && !done; i++) {
+        if ((await db.query(`SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`)).rowCount === 1) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      // … and the fold writes what it read, then commits.
+      await holder.query(`UPDATE quickbooks_health_rollup_halfhour SET probes = $1 WHERE realm_id = '444' AND period_start = '2026-11-20T23:30:00Z'`, [read]);
+      await holder.query('COMMIT');
+    } finally {
+      holder.release();
+    }
+    expect(await late).toBe(1);
+    expect(await halfHour444()).toBe(2);
+  });
 });
 
 describe('a fold that fails', () => {
