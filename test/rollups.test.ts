@@ -470,7 +470,7 @@ describe('schema, command and configuration', () => {
 
     const migrated = await runQbhealth(['migrate'], env);
     expect(migrated.code).toBe(0);
-    expect(migrated.stdout).toMatch(/^note: health history from 2026-10-01T00:00:00.000Z on is not in the rollups \(the rollups are empty\): .*`qbhealth rollup --rebuild`/m);
+    expect(migrated.stdout).toMatch(/^note: health history from 2026-10-01T00:00:00.000Z on is not in the rollups \(the rollups start at \d{4}-\d\d-\d\dT[0-9:.]+Z\): .*`qbhealth rollup --rebuild`/m);
 
     const before = await runQbhealth(['rollup'], env);
     expect(before.code).toBe(1);

@@ -19,7 +19,7 @@ import { LogEvent, type Logger } from '../log.js';
 import { inTransaction, withClient, type Pool, type PoolClient, type Queryable } from './pool.js';
 import { firstRefoldable, foldCompleteDays, FOLD_LOCK_SQL, readFoldState } from './rollup-fold.js';
 import { DAY_SECONDS, foldHalfHoursSql, HALF_HOUR_SECONDS } from './rollups.js';
-import { dayRollupTable as D, halfHourRollupTable as HH, healthTable as H } from './schema.js';
+import { dayRollupTable as D, halfHourRollupTable as HH, healthTable as H, rollupFoldTable as F } from './schema.js';
 
 export const REBUILD_CHUNK_DAYS = 30;
 /** How long a chunk waits for a fold in progress before giving up (exit 75, retried). */
@@ -133,16 +133,21 @@ export interface RollupCoverage {
   readonly incomplete: boolean;
 }
 
+/**
+ * Where the rollups' coverage starts: their first half hour, or where folding started (the day
+ * the rollups came in) while nothing is folded yet. Raw rows from there on are folded by the
+ * daemons, or read as they are until then; older ones only `qbhealth rollup --rebuild` brings in.
+ */
 const COVERAGE_SQL = `SELECT
     (SELECT min(${H.col('checked_at')}) FROM ${H.name} WHERE ${H.col('realm_id')} IS NOT NULL) AS raw_from,
-    (SELECT min(period_start) FROM ${D.name}) AS rollups_from`;
+    LEAST((SELECT min(period_start) FROM ${HH.name}), (SELECT folded_until FROM ${F.name})) AS rollups_from`;
 
 /** Whether the rollups cover the raw history (two index reads). */
 export async function rollupCoverage(db: Queryable): Promise<RollupCoverage> {
   const row = (await db.query<{ raw_from: Date | null; rollups_from: Date | null }>(COVERAGE_SQL)).rows[0];
   const rawFrom = row?.raw_from ?? null;
   const rollupsFrom = row?.rollups_from ?? null;
-  const incomplete = rawFrom !== null && (rollupsFrom === null || floorTo(rawFrom, DAY_SECONDS).getTime() < rollupsFrom.getTime());
+  const incomplete = rawFrom !== null && (rollupsFrom === null || floorTo(rawFrom, HALF_HOUR_SECONDS).getTime() < rollupsFrom.getTime());
   return { rawFrom, rollupsFrom, incomplete };
 }
 

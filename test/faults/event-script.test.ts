@@ -30,6 +30,9 @@ const PERIODIC = new Set([
   'db.connection_error',
   'db.read_failed',
   'db.write_failed',
+  // Catching up, or folding rollups, while the health table is dropped: once a minute at most.
+  'db.recovery_failed',
+  'rollup.fold_failed',
   'alert.repeated',
 ]);
 
