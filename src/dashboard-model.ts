@@ -80,6 +80,8 @@ export interface Incident {
   readonly notifications: number;
   /** A silence covered it (some or all of its notifications were held back). */
   readonly silenced: boolean;
+  /** The fleet member whose own alert it was (its `database` and `schema` alerts: one incident per member). */
+  readonly instance?: string;
 }
 
 // The JSON of `GET /dashboard/data`, what the page (web/dashboard.js) draws: the stored history

@@ -78,6 +78,10 @@ export const LogEvent = {
   alertSilenced: 'alert.silenced',
   /** The daily prune deleted alert history (events, ended silences) older than its retention. */
   alertHistoryPruned: 'alert_history.pruned',
+  /** A member's database alert transitions, kept in memory while PostgreSQL was away, could not be written to the history (retried). */
+  alertHistoryFlushFailed: 'alert_history.flush_failed',
+  /** Database alert transitions waiting for PostgreSQL were dropped from memory (over the bound), the oldest first. */
+  alertHistoryDropped: 'alert_history.dropped',
   /** A second SIGINT/SIGTERM: the process exits at once without finishing the shutdown. */
   daemonStopForced: 'daemon.stop_forced',
   /** Closing what a failed start had opened failed too (the start failure is reported on its own). */

@@ -279,8 +279,10 @@ export class Daemon {
     this.timers = [heartbeat];
   }
 
-  /** While PostgreSQL answers: unsaved rotated tokens stored, the schema verified again, the spool replayed. */
+  /** While PostgreSQL answers: the outage's database alerts written to the history, unsaved rotated tokens stored, the schema verified again, the spool replayed. */
   private async recoverDatabase(): Promise<void> {
+    // First: the member's database alerts of the outage, for the incident history (never throws).
+    await this.dbAlerts.history.flush(this.pool);
     // A spool left by a process that is gone (a crash; a reload's predecessor, once it exited; a
     // slot that does not run any more).
     await this.spool.adoptOrphans();

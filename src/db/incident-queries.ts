@@ -83,6 +83,37 @@ export async function insertAlertEvent(tx: Queryable, e: AlertEventRecord): Prom
   ]);
 }
 
+/**
+ * Like insertAlertEvent, unless the same transition (subject, kind, since, instance, event and
+ * instant) is there already: for rows written after the fact and retried (a member's database alerts).
+ */
+export async function insertAlertEventOnce(tx: Queryable, e: AlertEventRecord): Promise<void> {
+  await tx.query(
+    `INSERT INTO ${E.name} (${INSERT_COLUMNS.join(', ')})
+     SELECT $1::text, $2::text, $3::text, $4::text, $5::timestamptz, $6::timestamptz, $7::integer, $8::text, $9::text, $10::text, $11::text, $12::text, $13::uuid, $14::boolean, $15::bigint, $16::text
+      WHERE NOT EXISTS (SELECT 1 FROM ${E.name}
+                         WHERE realm_id = $1 AND kind = $2 AND since = $5 AND instance = $16 AND event = $3 AND at = $6)`,
+    [
+      e.realmId,
+      e.kind,
+      e.event,
+      e.severity,
+      e.since,
+      e.at,
+      e.consecutiveFailures,
+      e.summary,
+      e.lastError,
+      e.errorCode,
+      e.intuitTid,
+      e.reason,
+      e.notificationId,
+      e.silenced,
+      e.silenceId,
+      e.instance,
+    ],
+  );
+}
+
 /** What an incident told so far: whether anything was notified, and whether a silence held something back. */
 export interface IncidentSoFar {
   notified: boolean;
@@ -146,17 +177,25 @@ interface IncidentRow {
   critical: boolean;
   notifications: number;
   silenced: boolean;
+  member: string | null;
   now: Date;
 }
 
+/**
+ * Kinds each fleet member raises for itself (its own view of PostgreSQL): their incidents are one
+ * per member, told apart by `instance`, though they share the subject and the dedupKey.
+ */
+const MEMBER_KINDS = ['database', 'schema'];
+
 const INCIDENTS_SQL = `WITH bounds AS (SELECT COALESCE($1::timestamptz, now()) AS now),
   incidents AS (
-    SELECT e.realm_id, e.kind, e.since FROM ${E.name} e, bounds b
+    SELECT e.realm_id, e.kind, e.since, CASE WHEN e.realm_id = '' AND e.kind = ANY($3::text[]) THEN e.instance END AS member
+      FROM ${E.name} e, bounds b
      WHERE e.at >= b.now - make_interval(days => $2) AND e.at <= b.now
     UNION
-    SELECT a.realm_id, a.kind, a.since FROM ${A.name} a WHERE a.state = 'open'
+    SELECT a.realm_id, a.kind, a.since, NULL FROM ${A.name} a WHERE a.state = 'open'
   )
-  SELECT i.realm_id, i.kind, i.since,
+  SELECT i.realm_id, i.kind, i.since, i.member,
          min(e.at) FILTER (WHERE e.event = 'alert.raised') AS raised_at,
          max(e.at) FILTER (WHERE e.event = 'alert.resolved') AS resolved_at,
          (array_agg(e.summary ORDER BY e.id) FILTER (WHERE e.event <> 'alert.resolved'))[1] AS cause,
@@ -166,18 +205,18 @@ const INCIDENTS_SQL = `WITH bounds AS (SELECT COALESCE($1::timestamptz, now()) A
          bool_or(e.silenced) AS silenced,
          (SELECT now FROM bounds) AS now
     FROM incidents i
-    JOIN ${E.name} e ON e.realm_id = i.realm_id AND e.kind = i.kind AND e.since = i.since
+    JOIN ${E.name} e ON e.realm_id = i.realm_id AND e.kind = i.kind AND e.since = i.since AND (i.member IS NULL OR e.instance = i.member)
    WHERE e.at <= (SELECT now FROM bounds)
-   GROUP BY i.realm_id, i.kind, i.since`;
+   GROUP BY i.realm_id, i.kind, i.since, i.member`;
 
 /**
  * Incidents of the last `days` (default 90) up to `now` (default: the database's clock): those
  * raised, notified or resolved in the window, and every one still open; newest first. An
  * incident raised before its history was kept (an alert open across the upgrade) starts at its
- * first failure.
+ * first failure. A member's own database and schema alerts are one incident per member (`instance`).
  */
 export async function readIncidents(db: Queryable, opts: { readonly days?: number; readonly now?: Date } = {}): Promise<Incident[]> {
-  const { rows } = await db.query<IncidentRow>(INCIDENTS_SQL, [opts.now ?? null, opts.days ?? 90]);
+  const { rows } = await db.query<IncidentRow>(INCIDENTS_SQL, [opts.now ?? null, opts.days ?? 90, MEMBER_KINDS]);
   return rows
     .map((r): Incident => {
       const raisedAt = r.raised_at ?? r.since;
@@ -192,6 +231,7 @@ export async function readIncidents(db: Queryable, opts: { readonly days?: numbe
         errorCode: r.error_code,
         notifications: r.notifications,
         silenced: r.silenced,
+        ...(r.member === null ? {} : { instance: r.member }),
       };
     })
     .sort((a, b) => b.raisedAt.localeCompare(a.raisedAt) || a.kind.localeCompare(b.kind));

@@ -12,10 +12,14 @@
  * from the silences this member last read while PostgreSQL answered (`silences`, kept by the outbox
  * deliverer's poll), each honoured until it ends. A member that could not read a silence (it
  * started while PostgreSQL was down, or the silence was created after its last read) sends.
+ *
+ * Each transition is also kept for the incident history (`history`), written once PostgreSQL
+ * answers again (the daemon's recovery flushes it).
  */
 import { randomUUID } from 'node:crypto';
 import type { DbOutcome } from '../db/failure.js';
 import { LogEvent, type Logger } from '../log.js';
+import { PendingAlertHistory } from './database-alert-history.js';
 import type { WebhookNotifier } from './notifier.js';
 import { decide, logRecorded, type SilenceLookup } from './silences.js';
 import { applyChange, notificationOf, SystemSubject, type AlertKind, type AlertState, type Change, type EscalatorOptions, type Transition } from './transition.js';
@@ -33,13 +37,17 @@ export class DatabaseAlerts {
   private readonly incidents = new Map<AlertKind, IncidentMemory>();
   /** Silences as last read from PostgreSQL (the daemon hands over the outbox deliverer's); none while unset. */
   silences: SilenceLookup | undefined;
+  /** Transitions not yet in quickbooks_alert_events. */
+  readonly history: PendingAlertHistory;
 
   constructor(
     private readonly notifier: WebhookNotifier,
     private readonly log: Logger,
     private readonly opts: EscalatorOptions & { readonly instanceId: string },
     private readonly now: () => Date = () => new Date(),
-  ) {}
+  ) {
+    this.history = new PendingAlertHistory(log);
+  }
 
   /** Notes a database outcome of the current cycle (applied by apply()). */
   note(outcome: DbOutcome): void {
@@ -106,5 +114,25 @@ export class DatabaseAlerts {
     const notification = notificationOf(t, { notificationId: randomUUID(), instance: this.opts.instanceId, instanceInText: true });
     logRecorded(this.log, { notification, sent: !how.held, ...how });
     if (!how.held) this.notifier.send(notification);
+    const s = t.state;
+    this.history.add({
+      realmId: s.realmId,
+      kind: s.kind,
+      event: notification.event,
+      severity: s.severity,
+      since: s.since,
+      // The instant of the transition (a release is told at its own, not the alert's last change).
+      at: this.now(),
+      consecutiveFailures: s.consecutiveFailures,
+      summary: s.summary,
+      lastError: s.lastError ?? null,
+      errorCode: notification.event === 'alert.resolved' ? null : (s.errorCode ?? null),
+      intuitTid: s.intuitTid ?? null,
+      reason: t.reason ?? null,
+      notificationId: !how.held && this.notifier.configured ? notification.notificationId : null,
+      silenced: how.held,
+      silenceId: how.silence?.id ?? null,
+      instance: this.opts.instanceId,
+    });
   }
 }

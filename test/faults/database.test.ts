@@ -11,6 +11,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, startEmbeddedPostgres, type RunningPostgres } from '../../src/dev/embedded-postgres.js';
 import { startSimulator, type Simulator } from '../../src/simulator/simulator.js';
+import { readIncidents } from '../../src/db/incident-queries.js';
 import { instanceSpoolDir } from '../../src/recorder/spool.js';
 import { runQbhealth } from '../support/cli.js';
 import { daemonEnv, spawnDaemon, webhookReceiver, type RunningDaemon, type WebhookReceiver } from '../support/daemon.js';
@@ -122,6 +123,18 @@ describe('PostgreSQL stopped under the daemon (a server of its own)', () => {
       await daemon.waitFor('alert.resolved', { where: (l) => l.kind === 'database' });
       await hook.waitFor('alert.resolved', 'database');
       await until('/health/ready 200', async () => (await fetch(`${base}/health/ready`)).status === 200);
+      // The outage, held in memory while PostgreSQL was away, reaches the incident history once it answers.
+      const history = async () => (await query(`SELECT event FROM quickbooks_alert_events WHERE kind = 'database' ORDER BY id`)).rows.map((r) => r.event);
+      await until('the database incident in the history', async () => (await history()).includes('alert.resolved'));
+      expect(await history()).toEqual(['alert.raised', 'alert.resolved']);
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      const incidents = await readIncidents(client).finally(() => client.end());
+      const dbIncidents = incidents.filter((i) => i.kind === 'database');
+      expect(dbIncidents).toHaveLength(1);
+      expect(dbIncidents[0]).toMatchObject({ realmId: null, severity: 'critical', instance: e.FLEET_INSTANCE_ID, notifications: 2, cause: expect.stringContaining('results wait in the spool') });
+      expect(dbIncidents[0]?.resolvedAt).not.toBeNull();
+      expect(dbIncidents[0]?.durationMs).toBeGreaterThan(0);
       expect((await daemon.stop('SIGINT')).code).toBe(0);
       await expectNothingLost(query, e.SPOOL_DIR as string, [daemon], true);
       const row = (await query(`SELECT status, error_code FROM quickbooks_connection_health WHERE probe_id = '${String(needingDb.probeId)}'`)).rows[0];
