@@ -46,6 +46,8 @@ export const LogEvent = {
   dbRecovered: 'db.recovered',
   /** PostgreSQL answers, but the catching up after it failed (db/watchdog.ts). */
   dbRecoveryFailed: 'db.recovery_failed',
+  /** Claimed notifications this member did not deliver, released for any member (escalate/outbox.ts). */
+  outboxHandedBack: 'outbox.handed_back',
   schedulerOverlap: 'scheduler.overlap',
   schedulerMissed: 'scheduler.missed',
   schedulerTickFailed: 'scheduler.tick_failed',

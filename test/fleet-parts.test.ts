@@ -269,7 +269,7 @@ describe('the alert outbox', () => {
       await eventually(async () => expect(new Set(ours()).size).toBe(sent.length), 20_000);
       for (const m of members) await m.stop(2000);
       expect(ours().length, 'a notification delivered twice').toBe(sent.length);
-      expect(capture.byEvent('alert.delivery_failed').filter((l) => Number(l.handedBack) > 0).length, 'claims handed back').toBeGreaterThan(0);
+      expect(capture.byEvent('outbox.handed_back').filter((l) => Number(l.handedBack) > 0).length, 'claims handed back').toBeGreaterThan(0);
       const { rows } = await db.query(`SELECT count(*)::int AS n FROM quickbooks_alert_outbox WHERE body->>'realmId' LIKE '830%' AND delivered_at IS NOT NULL AND claimed_by IS NULL`);
       expect(rows[0]).toEqual({ n: sent.length });
     } finally {

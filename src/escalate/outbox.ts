@@ -106,7 +106,7 @@ export class OutboxDeliverer {
       }
     }
     if (left.length > 0) {
-      this.log.warn({ event: LogEvent.alertDeliveryFailed, handedBack: left.length, reason }, `${left.length} claimed alert notification(s) handed back to the fleet: ${reason}`);
+      this.log.info({ event: LogEvent.outboxHandedBack, handedBack: left.length, reason }, `${left.length} claimed alert notification(s) handed back to the fleet, for any member to deliver now: ${reason}`);
     }
   }
 

@@ -33,6 +33,8 @@ const PERIODIC = new Set([
   // Catching up, or folding rollups, while the health table is dropped: once a minute at most.
   'db.recovery_failed',
   'rollup.fold_failed',
+  // Notifications claimed and not delivered when the daemon stops go back to the fleet (when there are any).
+  'outbox.handed_back',
   'alert.repeated',
 ]);
 
