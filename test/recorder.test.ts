@@ -3,9 +3,10 @@ import { appendFileSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { insertProbeResults } from '../src/db/health-queries.js';
+import { foldClosedPeriods } from '../src/db/rollup-fold.js';
 import { Escalator } from '../src/escalate/escalator.js';
 import { WebhookNotifier } from '../src/escalate/notifier.js';
 import { DatabaseAlerts } from '../src/escalate/database-alerts.js';
@@ -246,5 +247,30 @@ describe('escalation', () => {
     expect(capture.byEvent('alert.raised')).toEqual([
       expect.objectContaining({ kind: 'schema', realmId: null, consecutiveFailures: 1, instance: 'member-x', dedupKey: 'qbo-health-monitor:schema:monitor', msg: expect.stringContaining('(instance member-x)') }),
     ]);
+  });
+});
+
+describe('a result for a half hour already folded, recorded by a member whose clock is behind the database\'s', () => {
+  it('is judged late on the database\'s clock (Recorder.dbNow) and re-folded into the rollups', async () => {
+    const realNow = Date.now();
+    const halfHour = 30 * 60_000;
+    // A half hour two hours ago, folded already.
+    const slot = Math.floor((realNow - 2 * 3_600_000) / halfHour) * halfHour;
+    await foldClosedPeriods(pool, { graceMs: 120_000, wait: true });
+    const capture = captureLog('debug');
+    const spool = new Spool(spoolDir(), capture.log);
+    await spool.open();
+    const recorder = new Recorder(pool, spool, capture.log, () => undefined);
+    recorder.dbNow = () => realNow;
+    // This host's clock three hours behind PostgreSQL's: by it, that half hour has not even begun.
+    vi.useFakeTimers({ toFake: ['Date'], now: realNow - 3 * 3_600_000 });
+    try {
+      const late = { ...result(0, '9990001'), checkedAt: new Date(slot + 60_000) };
+      expect(await recorder.record(late)).toBe('database');
+    } finally {
+      vi.useRealTimers();
+    }
+    const { rows } = await db.query<{ probes: number }>(`SELECT probes FROM quickbooks_health_rollup_halfhour WHERE realm_id = '9990001' AND period_start = $1`, [new Date(slot)]);
+    expect(rows).toEqual([{ probes: 1 }]);
   });
 });

@@ -128,6 +128,7 @@ export class Daemon {
     this.store = new TokenStore(this.pool, TokenCipher.fromConfig(config), oauth, secrets, log);
     // Results are stamped on the database's clock (the offset the heartbeats measure), so a member
     // whose clock is off does not write a realm's history out of order.
+    this.recorder.dbNow = () => Date.now() + this.membership.clockOffsetMs;
     this.prober = new Prober(this.store, { ...config, apiBaseUrl: config.qboApiBaseUrl }, log, secrets, () => new Date(Date.now() + this.membership.clockOffsetMs));
     this.server = new HealthServer(
       this.state,

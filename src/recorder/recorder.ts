@@ -33,6 +33,11 @@ export class Recorder {
   /** A write failing every cycle is logged once a minute, with a count; the spool and the alert say the rest. */
   private readonly repeats = new RepeatLimiter();
   private draining: Promise<void> | undefined;
+  /**
+   * Now on the database's clock (results are stamped on it): whether a result's half hour may be
+   * folded already is judged against it, so a host clock off PostgreSQL's does not miss a re-fold.
+   */
+  dbNow: () => number = () => Date.now();
 
   constructor(
     private readonly pool: Pool,
@@ -62,7 +67,7 @@ export class Recorder {
   async replaySpool(): Promise<boolean> {
     if (this.spool.pending === 0) return true;
     try {
-      const outcome = await this.spool.replay((batch) => insertProbeResults(this.pool, batch));
+      const outcome = await this.spool.replay((batch) => insertProbeResults(this.pool, batch, this.dbNow()));
       this.onReplayed(outcome);
       return true;
     } catch (err) {
@@ -90,7 +95,7 @@ export class Recorder {
     // Spooled results go first, so the table's order follows the probes' order.
     if (!(await this.replaySpool())) return this.toSpool(results);
     try {
-      await insertProbeResults(this.pool, results);
+      await insertProbeResults(this.pool, results, this.dbNow());
     } catch (err) {
       const failure = describeDbFailure(err);
       const admitted = this.repeats.admit(`write:${failure.kind}`);
