@@ -44,6 +44,11 @@ export interface TableSpec<C extends string = string> {
 export interface IndexSpec<C extends string = string> {
   readonly columns: readonly C[];
   readonly unique?: boolean;
+  /**
+   * A partial index's predicate, as the queries that need it write their condition (PostgreSQL
+   * uses a partial index only where it proves the query's condition implies this one).
+   */
+  readonly where?: string;
 }
 
 export class Table<C extends string> implements TableSpec<C> {
@@ -87,6 +92,9 @@ export const migrationsTable = new Table(
   [{ columns: ['version'], unique: true }],
 );
 
+/** A health row's status; rows written before `status` existed read `connected`. */
+export const HEALTH_STATUS_SQL = "COALESCE(status, CASE WHEN connected THEN 'pass' ELSE 'fail' END)";
+
 /** The incident's table: its five original columns keep their meaning for existing readers. */
 export const healthTable = new Table(
   'quickbooks_connection_health',
@@ -105,8 +113,14 @@ export const healthTable = new Table(
     intuit_tid: { type: 'text' },
     refresh_token_expires_at: timestamptz,
   },
-  // probe_id: ON CONFLICT (probe_id) DO NOTHING makes a replayed result a no-op.
-  [{ columns: ['checked_at'] }, { columns: ['realm_id', 'checked_at'] }, { columns: ['probe_id'], unique: true }],
+  // probe_id: ON CONFLICT (probe_id) DO NOTHING makes a replayed result a no-op. The partial one
+  // holds only the rows that are not a pass: each realm's last error is its newest entry (0008).
+  [
+    { columns: ['checked_at'] },
+    { columns: ['realm_id', 'checked_at'] },
+    { columns: ['probe_id'], unique: true },
+    { columns: ['realm_id', 'checked_at', 'id'], where: `${HEALTH_STATUS_SQL} <> 'pass'` },
+  ],
 );
 
 export const tokensTable = new Table(

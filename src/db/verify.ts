@@ -15,7 +15,7 @@ export type SchemaProblem =
   | { kind: 'not_nullable'; table: string; column: string }
   | { kind: 'missing_default'; table: string; column: string }
   | { kind: 'undeclared_not_null'; table: string; column: string }
-  | { kind: 'missing_index'; table: string; columns: readonly string[]; unique: boolean };
+  | { kind: 'missing_index'; table: string; columns: readonly string[]; unique: boolean; where?: string };
 
 export function describeProblem(p: SchemaProblem): string {
   switch (p.kind) {
@@ -36,7 +36,7 @@ export function describeProblem(p: SchemaProblem): string {
     case 'missing_index':
       return p.unique
         ? `missing primary key or unique constraint on ${p.table} (${p.columns.join(', ')}) (the code's ON CONFLICT needs it)`
-        : `missing index on ${p.table} (${p.columns.join(', ')})`;
+        : `missing index on ${p.table} (${p.columns.join(', ')})${p.where ? ` WHERE ${p.where}` : ''}`;
   }
 }
 
@@ -55,6 +55,8 @@ export interface LiveIndex {
   columns: string[];
   is_unique: boolean;
   is_primary: boolean;
+  /** A partial index's predicate as pg_get_expr prints it; null for a whole-table index. */
+  predicate: string | null;
 }
 
 export interface LiveSchema {
@@ -72,11 +74,13 @@ const COLUMNS_SQL = `
      AND c.relkind IN ('r', 'p')
      AND c.relname = ANY($1::text[])`;
 
-// Only plain, valid, non-partial indexes count: a partial or broken index cannot serve the
-// queries (or ON CONFLICT) that depend on it. A deferrable unique constraint (not indimmediate)
-// cannot be an ON CONFLICT arbiter, so it does not count as unique.
+// Only valid indexes on plain columns count, a partial one only where a partial one is declared
+// with the same predicate: a broken index, or a partial one in place of a whole one, cannot serve
+// the queries (or ON CONFLICT) that depend on it. A deferrable unique constraint (not
+// indimmediate) cannot be an ON CONFLICT arbiter, so it does not count as unique.
 const INDEXES_SQL = `
   SELECT t.relname AS table_name, i.indisunique AND i.indimmediate AS is_unique, i.indisprimary AS is_primary,
+         pg_get_expr(i.indpred, i.indrelid) AS predicate,
          array(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                 ORDER BY k.ord)::text[] AS columns
@@ -84,7 +88,7 @@ const INDEXES_SQL = `
     JOIN pg_class t ON t.oid = i.indrelid
    WHERE t.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
      AND t.relname = ANY($1::text[])
-     AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL`;
+     AND i.indisvalid AND i.indexprs IS NULL`;
 
 export async function readLiveSchema(db: Queryable, declared: readonly TableSpec[] = SCHEMA): Promise<LiveSchema> {
   const names = declared.map((t) => t.name);
@@ -93,8 +97,19 @@ export async function readLiveSchema(db: Queryable, declared: readonly TableSpec
   return { columns: columns.rows, indexes: indexes.rows };
 }
 
-/** True when a live index serves `wanted`: same columns (any order for a unique arbiter, in order for a scan). */
-export function indexServes(live: LiveIndex, wanted: { readonly columns: readonly string[]; readonly unique?: boolean }): boolean {
+/**
+ * A predicate compared as text: pg_get_expr adds casts of literals (`'pass'::text`), parentheses
+ * and line breaks that the declaration, written as the queries write it, does not have.
+ */
+function samePredicate(live: string | null, declared: string | undefined): boolean {
+  const plain = (p: string): string => p.replace(/::text\b/g, '').replace(/[()]/g, ' ').replace(/\s+/g, ' ').trim();
+  if (live === null || declared === undefined) return live === null && declared === undefined;
+  return plain(live) === plain(declared);
+}
+
+/** True when a live index serves `wanted`: same columns (any order for a unique arbiter, in order for a scan) and predicate. */
+export function indexServes(live: LiveIndex, wanted: { readonly columns: readonly string[]; readonly unique?: boolean; readonly where?: string }): boolean {
+  if (!samePredicate(live.predicate, wanted.where)) return false;
   if (!wanted.unique) return live.columns.join(',') === wanted.columns.join(',');
   return live.is_unique && live.columns.length === wanted.columns.length && wanted.columns.every((c) => live.columns.includes(c));
 }
@@ -126,7 +141,7 @@ export function compareSchema(declared: readonly TableSpec[], columns: readonly 
     const liveIndexes = indexes.filter((i) => i.table_name === table.name);
     for (const wanted of table.indexes) {
       if (!liveIndexes.some((i) => indexServes(i, wanted))) {
-        problems.push({ kind: 'missing_index', table: table.name, columns: wanted.columns, unique: wanted.unique ?? false });
+        problems.push({ kind: 'missing_index', table: table.name, columns: wanted.columns, unique: wanted.unique ?? false, ...(wanted.where ? { where: wanted.where } : {}) });
       }
     }
   }
