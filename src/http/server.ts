@@ -8,7 +8,7 @@
  * words (they name hosts, users and databases) unless the caller holds HEALTH_TOKEN. `GET /` and
  * `/dashboard/*`, the dashboard, are answered by http/dashboard-routes.ts.
  */
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIPv4, type AddressInfo } from 'node:net';
 import { LogEvent, type Logger } from '../log.js';
@@ -373,6 +373,7 @@ function sendPass(res: ServerResponse): void {
 
 export class HealthServer {
   private readonly server: Server;
+  /** SHA-256 of the `Authorization` header that HEALTH_TOKEN asks for. */
   private readonly token: Buffer | undefined;
   private readonly document: HealthDocument;
   /** `GET /` and `/dashboard/*` (http/dashboard-routes.ts). */
@@ -397,7 +398,7 @@ export class HealthServer {
   ) {
     this.document = new HealthDocument(opts);
     this.dashboard = new DashboardRoutes(state, opts, log);
-    this.token = opts.healthToken === undefined ? undefined : Buffer.from(`Bearer ${opts.healthToken}`);
+    this.token = opts.healthToken === undefined ? undefined : createHash('sha256').update(`Bearer ${opts.healthToken}`).digest();
     this.server = createServer((req, res) => {
       // While stopping, every answer ends its connection: the client's next request opens a new
       // one, which (under PM2 cluster mode) goes to a worker that is not stopping.
@@ -485,10 +486,10 @@ export class HealthServer {
     return this.healthCache;
   }
 
+  /** `Authorization: Bearer HEALTH_TOKEN`, compared as SHA-256 digests: constant time whatever the length given. */
   private authorized(req: IncomingMessage): boolean {
     if (!this.token) return true;
-    const given = Buffer.from(req.headers.authorization ?? '');
-    return given.length === this.token.length && timingSafeEqual(given, this.token);
+    return timingSafeEqual(createHash('sha256').update(req.headers.authorization ?? '').digest(), this.token);
   }
 
   /**
