@@ -147,6 +147,9 @@ describe('with HEALTH_TOKEN set', () => {
     expect(wrong.headers.get('set-cookie')).toBeNull();
     expect(await wrong.text()).toContain('That is not the token');
     expect(log.byEvent(LogEvent.dashboardLoginRefused)).toHaveLength(1);
+    // A client trying token after token is refused each time, and logged once a minute, not per try.
+    for (let i = 0; i < 20; i++) expect((await form(`guess-${i}-of-some-length`)).status).toBe(403);
+    expect(log.byEvent(LogEvent.dashboardLoginRefused)).toHaveLength(1);
 
     const crossSite: Array<Record<string, string>> = [{ origin: 'https://evil.example' }, { 'sec-fetch-site': 'cross-site', origin: 'null' }, { 'sec-fetch-site': 'same-site' }, { origin: 'null' }];
     for (const headers of crossSite) {

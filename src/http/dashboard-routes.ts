@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { LogEvent, type Logger } from '../log.js';
+import { LogEvent, RepeatLimiter, type Logger } from '../log.js';
 import type { HealthState } from '../health/state.js';
 import type { StatusSource } from '../db/status.js';
 import { loadStoredDashboard, type StoredDashboard } from '../db/dashboard-reads.js';
@@ -102,6 +102,8 @@ export interface DashboardOptions {
 }
 
 export class DashboardRoutes {
+  /** Refused sign-ins, logged once a minute with a count. */
+  private readonly loginRepeats = new RepeatLimiter();
   private readonly gate: DashboardGate;
   private readonly assets: { page: Asset; script: Asset; style: Asset };
   private readonly now: () => Date;
@@ -238,7 +240,9 @@ export class DashboardRoutes {
     if (body === undefined) return this.send(res, 413, 'text/plain; charset=utf-8', 'the sign-in form is too large\n');
     const token = new URLSearchParams(body).get('token') ?? '';
     if (!this.gate.isToken(token)) {
-      this.log.warn({ event: LogEvent.dashboardLoginRefused, remote: req.socket.remoteAddress }, 'a dashboard sign-in gave a wrong token');
+      // Once a minute at most, with a count: a client trying tokens cannot flood the log.
+      const admitted = this.loginRepeats.admit('refused');
+      if (admitted) this.log.warn({ event: LogEvent.dashboardLoginRefused, remote: req.socket.remoteAddress, ...admitted }, 'a dashboard sign-in gave a wrong token (repeats are counted, not logged, for a minute)');
       // 403, not 401: a 401 would make the browser show its own prompt over the form.
       return this.send(res, 403, HTML, loginPage('That is not the token. Try again.'));
     }
