@@ -21,8 +21,8 @@
  * rollup_recording_overhead: the recording path, `insertProbeResults`, vs INSERT_RESULTS_ONLY_SQL
  * with the same parameters, the statement recording was before rollups. 20 realms probed once a
  * minute, results stamped from the present on, as the daemon records them: one at a time (a result
- * recorded as its probe ends; judged), and a cycle's 20 at once (reported); and spool replays of
- * 2,000 results of half hours already folded (reported: each replay re-folds them in its
+ * recorded as its probe ends; judged with the fold, below), and a cycle's 20 at once (reported);
+ * and spool replays of 2,000 results of half hours already folded (reported: each replay re-folds them in its
  * transaction). Both write into the same table, alternating within each round (ours, bare, bare,
  * ours, …), so the table's growth favours neither. The single-result writes are measured again
  * (reported) on a server of PostgreSQL's default durability, where each commit waits for its WAL
