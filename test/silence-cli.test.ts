@@ -95,6 +95,19 @@ describe('qbhealth silence', () => {
     expect((await db.query(`SELECT count(*)::int AS n FROM quickbooks_alert_silences`)).rows).toEqual(before.rows);
   });
 
+  it('shows a reason carrying terminal escape sequences as text: no control character reaches the terminal', async () => {
+    const reason = 'upgrade \u001b[2J\u001b]0;owned\u0007 window\r';
+    const created = await silence('--realm-id', '9130357799', '--for', '1h', '--reason', reason);
+    expect(created.code).toBe(0);
+    const list = await silence('--list');
+    expect(list.code).toBe(0);
+    for (const out of [created.stdout, list.stdout]) {
+      // eslint-disable-next-line no-control-regex
+      expect(out).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+      expect(out).toContain('upgrade \ufffd[2J\ufffd]0;owned\ufffd window');
+    }
+  });
+
   it('needs DATABASE_URL (exit 78) and a reachable PostgreSQL (exit 75)', async () => {
     const none = await runQbhealth(['silence', '--list'], {});
     expect(none.code).toBe(78);

@@ -44,6 +44,14 @@ export interface Command {
   readonly runsWithoutSubcommand?: boolean;
 }
 
+/**
+ * Control characters other than newline and tab (an escape sequence in a company name from Intuit,
+ * in a silence's reason) shown as U+FFFD: what reaches the operator's terminal is text, never a
+ * command to it.
+ */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+
 export function writeLine(stream: Writable, secrets: SecretRegistry, text = ''): void {
-  stream.write(`${secrets.scrub(text)}\n`);
+  stream.write(`${secrets.scrub(text).replace(CONTROL, '\ufffd')}\n`);
 }
