@@ -81,6 +81,34 @@ describe('realm leases', () => {
     expect((await claimRealms(pool, 'e#5', { ...opts, force: true })).length).toBe(7);
   });
 
+  it('a cycle longer than the due share of a period ends after one pass: realms it probed are not claimed again by it, however soon they are due', async () => {
+    const ids = ['8500000001', '8500000002', '8500000003', '8500000004', '8500000005'];
+    await addRealms(ids);
+    const probed: string[] = [];
+    // 30 ms a probe, one at a time: the cycle outlasts the 40 ms after which a realm is due again.
+    const prober = {
+      probe: async (realmId: string) => {
+        probed.push(realmId);
+        await new Promise((r) => setTimeout(r, 30));
+        return { result: { probeId: randomUUID(), realmId, checkedAt: new Date(), connected: true, status: 'pass', errorCode: 'ok', error: undefined, httpStatus: 200, latencyMs: 30, intuitTid: undefined, refreshTokenExpiresAt: undefined, companyName: undefined } };
+      },
+    } as unknown as Prober;
+    const hooks: CycleHooks = {
+      observe: () => undefined,
+      record: async () => undefined,
+      offlineShare: () => ({ realms: [], known: 0, members: 1 }),
+      forget: () => undefined,
+      databaseFailed: (err) => {
+        throw err;
+      },
+      shuttingDown: () => probed.length > 50,
+    };
+    const cycle = new ProbeCycle(pool, prober, hooks, quiet, { instanceId: 'onepass#1', batch: 1, dueAfterMs: 40, leaseMs: 60_000 });
+    await cycle.run();
+    const ours = probed.filter((r) => ids.includes(r));
+    expect(ours.sort()).toEqual(ids);
+  });
+
   it('the heartbeat renews claimed realms that wait for a free probe slot, not only those being probed (a wait as long as a probe may outlast the TTL)', async () => {
     const ids = ['8400000001', '8400000002', '8400000003', '8400000004'];
     await addRealms(ids);

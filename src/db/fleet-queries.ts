@@ -116,6 +116,12 @@ export async function listMembers(db: Queryable): Promise<MemberRow[]> {
   }));
 }
 
+/** Now on the database's clock. */
+export async function databaseNow(db: Queryable): Promise<Date> {
+  const { rows } = await db.query<{ now: Date }>('SELECT now() AS now');
+  return rows[0]?.now ?? new Date();
+}
+
 /**
  * Gives every monitored realm a lease row and removes the rows of realms no longer in the token
  * table. Cheap when nothing changed (two anti-joins on the primary keys).
@@ -142,15 +148,20 @@ export interface Lease {
  * longest ago; a claim moves its realms to the end of that order, so each claim reads the first
  * due rows of its index and stops), skipping rows another member is claiming this instant. The
  * lease runs `leaseMs`; heartbeats renew it. `force` claims free realms whether due or not
- * (`probeNow`).
+ * (`probeNow`). `probedBefore` (a cycle's start) leaves out realms probed since: a cycle longer
+ * than `dueAfterMs` ends after one pass instead of claiming its first realms again.
  */
-export async function claimRealms(db: Queryable, instanceId: string, opts: { limit: number; dueAfterMs: number; leaseMs: number; force?: boolean }): Promise<Lease[]> {
+export async function claimRealms(
+  db: Queryable,
+  instanceId: string,
+  opts: { limit: number; dueAfterMs: number; leaseMs: number; force?: boolean; probedBefore?: Date },
+): Promise<Lease[]> {
   const { rows } = await db.query<{ realm_id: string; lease_seq: string; probed_at: Date | null }>(
     `WITH due AS (
        SELECT l.realm_id FROM ${L.name} l
          JOIN ${T.name} t ON t.realm_id = l.realm_id AND t.status <> 'disconnected'
         WHERE (l.lease_until IS NULL OR l.lease_until < now())
-          AND ($5 OR l.probed_at IS NULL OR l.probed_at <= now() - ${ms('$3')})
+          AND ($5 OR l.probed_at IS NULL OR (l.probed_at <= now() - ${ms('$3')} AND ($6::timestamptz IS NULL OR l.probed_at < $6)))
         ORDER BY l.claimed_at NULLS FIRST, l.realm_id
         LIMIT $2
         FOR UPDATE OF l SKIP LOCKED
@@ -158,7 +169,7 @@ export async function claimRealms(db: Queryable, instanceId: string, opts: { lim
      UPDATE ${L.name} l SET holder = $1, lease_seq = l.lease_seq + 1, lease_until = now() + ${ms('$4')}, claimed_at = now()
        FROM due WHERE l.realm_id = due.realm_id
      RETURNING l.realm_id, l.lease_seq, l.probed_at`,
-    [instanceId, opts.limit, opts.dueAfterMs, opts.leaseMs, opts.force ?? false],
+    [instanceId, opts.limit, opts.dueAfterMs, opts.leaseMs, opts.force ?? false, opts.probedBefore ?? null],
   );
   // RETURNING keeps no order: the longest unprobed first.
   rows.sort((a, b) => (a.probed_at?.getTime() ?? -Infinity) - (b.probed_at?.getTime() ?? -Infinity) || a.realm_id.localeCompare(b.realm_id));

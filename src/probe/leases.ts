@@ -6,7 +6,7 @@
  * statement (group commit). A lease found no longer this member's (it stopped heartbeating long
  * enough for another member to take the realm over) means the result is a duplicate: dropped.
  */
-import { claimRealms, finishLeases, releaseLeases, syncLeases, type Lease } from '../db/fleet-queries.js';
+import { claimRealms, databaseNow, finishLeases, releaseLeases, syncLeases, type Lease } from '../db/fleet-queries.js';
 import type { Pool } from '../db/pool.js';
 import type { ProbeResult } from '../probe-result.js';
 
@@ -35,8 +35,12 @@ export class ClaimQueue {
     private readonly force: boolean,
   ) {}
 
-  /** Gives every monitored realm a lease row (once per cycle). */
+  /** When this cycle began, on the database's clock: realms probed since are not claimed again by it. */
+  private startedAt: Date | undefined;
+
+  /** Gives every monitored realm a lease row (once per cycle), and notes when the cycle began. */
   async prepare(): Promise<void> {
+    this.startedAt = await databaseNow(this.pool);
     await syncLeases(this.pool);
   }
 
@@ -69,6 +73,7 @@ export class ClaimQueue {
       dueAfterMs: this.opts.dueAfterMs,
       leaseMs: this.opts.leaseMs,
       force: this.force,
+      ...(this.force || this.startedAt === undefined ? {} : { probedBefore: this.startedAt }),
     });
     // A forced cycle claims every free realm once: a realm it finished is free again at once.
     const fresh = this.force ? leases.filter((l) => !this.claimed.some((c) => c.realmId === l.realmId)) : leases;
