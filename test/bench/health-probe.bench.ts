@@ -181,7 +181,8 @@ const LAG_RESOLUTION_MS = 10;
  */
 async function eventLoopLagP99Ms(base: string): Promise<number> {
   const text = await (await fetch(`${base}/metrics`)).text();
-  const m = /^nodejs_eventloop_lag_p99_seconds (\S+)$/m.exec(text);
+  // Labelled by member (monitor_instance) since several daemons can share a port.
+  const m = /^nodejs_eventloop_lag_p99_seconds(?:\{[^}]*\})? (\S+)$/m.exec(text);
   if (!m) throw new Error('nodejs_eventloop_lag_p99_seconds missing from /metrics');
   return Math.max(0, Number(m[1]) * 1000 - LAG_RESOLUTION_MS);
 }
