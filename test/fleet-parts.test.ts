@@ -28,6 +28,7 @@ import { captureLog } from './support/log.js';
 import { migratedDatabase } from './support/qbo.js';
 import { quiet } from './support/realms.js';
 import { eventually } from './support/wait.js';
+import { passOutcome } from './support/outcomes.js';
 
 let db: TestDatabase;
 let pool: Pool;
@@ -90,7 +91,7 @@ describe('realm leases', () => {
       probe: async (realmId: string) => {
         probed.push(realmId);
         await new Promise((r) => setTimeout(r, 30));
-        return { result: { probeId: randomUUID(), realmId, checkedAt: new Date(), connected: true, status: 'pass', errorCode: 'ok', error: undefined, httpStatus: 200, latencyMs: 30, intuitTid: undefined, refreshTokenExpiresAt: undefined, companyName: undefined } };
+        return passOutcome(realmId, 30);
       },
     } as unknown as Prober;
     const hooks: CycleHooks = {
@@ -117,7 +118,7 @@ describe('realm leases', () => {
     const prober = {
       probe: async (realmId: string) => {
         if (realmId === ids[1] || realmId === ids[2]) await new Promise<void>((resolve) => release.set(realmId, resolve));
-        return { result: { probeId: randomUUID(), realmId, checkedAt: new Date(), connected: true, status: 'pass', errorCode: 'ok', error: undefined, httpStatus: 200, latencyMs: 1, intuitTid: undefined, refreshTokenExpiresAt: undefined, companyName: undefined } };
+        return passOutcome(realmId);
       },
     } as unknown as Prober;
     const hooks: CycleHooks = {

@@ -24,6 +24,7 @@ import { alertReceiver, closeResults, healthRows, memberOf, overlappingProbes, p
 import { CLIENT_ID, CLIENT_SECRET, migratedDatabase } from '../support/qbo.js';
 import { quiet, realmsFixture, type Fixture } from '../support/realms.js';
 import { attempted, dbPassword, expectNoSecrets, expectNothingLost, rowIds } from './support.js';
+import { passOutcome } from '../support/outcomes.js';
 
 interface Member {
   readonly env: Record<string, string>;
@@ -322,7 +323,7 @@ describe('PostgreSQL away: what a member probes without coordination', () => {
       const prober = {
         probe: async (realmId: string) => {
           probed.push(realmId);
-          return { result: { probeId: randomUUID(), realmId, checkedAt: new Date(), connected: true, status: 'pass', errorCode: 'ok', error: undefined, httpStatus: 200, latencyMs: 1, intuitTid: undefined, refreshTokenExpiresAt: undefined, companyName: undefined } };
+          return passOutcome(realmId);
         },
       } as unknown as Prober;
       const share = realms.slice(0, 4);
@@ -371,7 +372,7 @@ describe('a claim that times out or loses a deadlock (the probe cycle against a 
       const prober = {
         probe: async (realmId: string) => {
           probed.push(realmId);
-          return { result: { probeId: randomUUID(), realmId, checkedAt: new Date(), connected: true, status: 'pass', errorCode: 'ok', error: undefined, httpStatus: 200, latencyMs: 1, intuitTid: undefined, refreshTokenExpiresAt: undefined, companyName: undefined } };
+          return passOutcome(realmId);
         },
       } as unknown as Prober;
       let failures = 0;
